@@ -171,17 +171,18 @@ def _build(system, K: int, M: int, n_save: int, solver: str, max_steps: int, ste
             dt0=None,
             y0=y0,
             args=args,
-            saveat=diffrax.SaveAt(ts=ts, t1=True),
+            saveat=diffrax.SaveAt(subs=(diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True))),
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
             event=event,
             max_steps=max_steps,
             throw=False,
         )
-        ys = sol.ys
+        ts_all = jnp.concatenate([sol.ts[0], sol.ts[1]])  # save times, then the stopping time
+        ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), sol.ys[0], sol.ys[1])
         risks = jax.vmap(lambda y: risk_fn(y, args))(ys)
         mask = sol.event_mask if steady else (sol.event_mask, jnp.asarray(False))
         return {
-            "ts": sol.ts,
+            "ts": ts_all,
             "ys": ys,
             "risk": risks,
             "event": sol.result == diffrax.RESULTS.event_occurred,

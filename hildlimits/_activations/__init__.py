@@ -6,6 +6,7 @@ expression, so adding one means one new file here plus one line in ``_REGISTRY``
 
 from __future__ import annotations
 
+from .._errors import ConfigError
 from ._base import Activation as Activation
 from ._base import X as X
 from ._erf import ERF
@@ -24,7 +25,7 @@ def get_activation(name: object, *, field: str = "activation") -> Activation:
     if isinstance(name, Activation):
         return name
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(
+        raise ConfigError(
             f"{field} must be one of {', '.join(map(repr, available_activations()))}, got {name!r}"
         )
     return _REGISTRY[name]
