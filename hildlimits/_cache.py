@@ -9,6 +9,7 @@ the directory is safe to delete at any time. Location: ``$HILDLIMITS_CACHE_DIR``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,8 +33,31 @@ def cache_dir() -> Path:
     return Path(base) / "hildlimits"
 
 
+@functools.lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """Hash of the modules that derive and generate code (so an edited source tree never reads
+    entries written by different derivation code under the same version number)."""
+    here = Path(__file__).parent
+    files = sorted(
+        [here / n for n in ("_derive.py", "_gaussian.py", "_symbolic.py", "_codegen.py", "_runtime.py")]
+        + list((here / "_activations").glob("*.py"))
+    )
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key(structure: dict) -> str:
-    payload = {"structure": structure, "hildlimits": __version__, "sympy": sp.__version__, "format": FORMAT}
+    """Hash of the derivation inputs, the hildlimits and SymPy versions and the derivation code."""
+    payload = {
+        "structure": structure,
+        "hildlimits": __version__,
+        "sympy": sp.__version__,
+        "format": FORMAT,
+        "code": _code_fingerprint(),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

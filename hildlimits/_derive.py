@@ -175,6 +175,14 @@ def _term_text(term: Term, exp: ExpectationEntry | None, latex: bool) -> str:
     return body
 
 
+def _join(parts: list[str], plus: str, minus: str) -> str:
+    """Join term texts with ``plus``, or ``minus`` before a term that starts with a sign."""
+    out = parts[0] if parts else "0"
+    for p in parts[1:]:
+        out += (minus + p[1:].lstrip()) if p.startswith("-") else (plus + p)
+    return out
+
+
 def _lhs(eq: Equation, latex: bool, observable: bool) -> str:
     idx = "".join(str(s) for s, _ in eq.free)
     if observable:
@@ -203,9 +211,9 @@ def format_system(system: ODESystem, *, latex: bool) -> str:
     for eq, obs in [(e, False) for e in system.equations] + [(o, True) for o in system.observables]:
         rhs = [_term_text(t, exps.get(t.expectation), latex) for t in eq.terms]
         if latex:
-            rows.append(_lhs(eq, True, obs) + " &= " + r" \\ &\quad + ".join(rhs))
+            rows.append(_lhs(eq, True, obs) + " &= " + _join(rhs, r" \\ &\quad + ", r" \\ &\quad - "))
         else:
-            rows.append(_lhs(eq, False, obs) + " =\n    " + "\n  + ".join(rhs))
+            rows.append(_lhs(eq, False, obs) + " =\n    " + _join(rhs, "\n  + ", "\n  - "))
     if latex:
         lines.append(r"\begin{align}")
         lines.append(" \\\\\n".join(rows))
@@ -245,8 +253,11 @@ def format_markdown(system: ODESystem) -> str:
         "",
     ]
     for eq, obs in [(e, False) for e in system.equations] + [(o, True) for o in system.observables]:
+        rhs = [_term_text(t, exps.get(t.expectation), True) for t in eq.terms]
         out.append("$$")
-        out.append(_lhs(eq, True, obs) + " = " + r" \\ + ".join(_term_text(t, exps.get(t.expectation), True) for t in eq.terms))
+        out.append(r"\begin{aligned}")
+        out.append(_lhs(eq, True, obs) + " &= " + _join(rhs, " \\\\\n&\\quad + ", " \\\\\n&\\quad - "))
+        out.append(r"\end{aligned}")
         out.append("$$")
         out.append("")
     out += ["## Gaussian expectations", "", "$z \\sim \\mathcal N(0, C)$; each was derived by the engine by the rules named.", ""]

@@ -15,7 +15,6 @@ import numbers
 from dataclasses import dataclass, field
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -291,7 +290,7 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
     keep = ts[:-1] < t_stop if status != "ok" else np.ones(len(ts) - 1, bool)
     rows = np.concatenate([np.nonzero(keep)[0], [len(ts) - 1]]) if status != "ok" else np.nonzero(keep)[0]
     ys = out["ys"]
-    finite = np.array([np.all(np.isfinite(ys["Q"][r])) and np.all(np.isfinite(ys["R"][r])) for r in rows])
+    finite = np.isfinite(ys["Q"][rows]).all(axis=(1, 2)) & np.isfinite(ys["R"][rows]).all(axis=(1, 2))
     rows = rows[finite]
     n = len(rows)
     v = ys["v"][rows] if "v" in ys else np.broadcast_to(init.v, (n, init.K))

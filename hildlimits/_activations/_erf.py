@@ -1,6 +1,6 @@
 import sympy as sp
 
-from ._base import X, Activation
+from ._base import Activation, X
 
 ERF = Activation(
     name="erf",

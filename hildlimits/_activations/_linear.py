@@ -1,3 +1,3 @@
-from ._base import X, Activation
+from ._base import Activation, X
 
 LINEAR = Activation(name="linear", expr=X, description="g(x) = x")
