@@ -46,7 +46,9 @@ def main() -> None:
     t0 = time.perf_counter()
     _ = system.source
     t_codegen = time.perf_counter() - t0
-    print(f"derivation (SymPy, no cache): {t_derive:.2f} s   code generation: {t_codegen * 1e3:.0f} ms")
+    print(
+        f"derivation (SymPy, no cache): {t_derive:.2f} s   code generation: {t_codegen * 1e3:.0f} ms"
+    )
     print(f"{'K=M':>4} {'compile [s]':>12} {'warm [s]':>10} {'steps':>7} {'risk(t1)':>12}")
     for K in Ks:
         model, init = problem(K)
@@ -61,7 +63,10 @@ def main() -> None:
             traj = hl.solve(system, **kw)
             warm.append(time.perf_counter() - t0)
         w = statistics.median(warm)
-        print(f"{K:>4} {first - w:>12.2f} {w:>10.4f} {traj.num_steps:>7} {traj.risk[-1]:>12.4e}", flush=True)
+        print(
+            f"{K:>4} {first - w:>12.2f} {w:>10.4f} {traj.num_steps:>7} {traj.risk[-1]:>12.4e}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -41,13 +41,31 @@ def published(funcs_key: str, C: np.ndarray) -> float:
         return 2 / np.pi * np.arcsin(c[0, 1] / np.sqrt((1 + c[0, 0]) * (1 + c[1, 1])))
     if funcs_key == "I3":
         l3 = (1 + c[0, 0]) * (1 + c[2, 2]) - c[0, 2] ** 2
-        return 2 / np.pi / np.sqrt(l3) * (c[1, 2] * (1 + c[0, 0]) - c[0, 1] * c[0, 2]) / (1 + c[0, 0])
+        return (
+            2 / np.pi / np.sqrt(l3) * (c[1, 2] * (1 + c[0, 0]) - c[0, 1] * c[0, 2]) / (1 + c[0, 0])
+        )
     if funcs_key == "J2":
         return 2 / np.pi / np.sqrt(1 + c[0, 0] + c[1, 1] + c[0, 0] * c[1, 1] - c[0, 1] ** 2)
     l4 = (1 + c[0, 0]) * (1 + c[1, 1]) - c[0, 1] ** 2
-    l0 = l4 * c[2, 3] - c[1, 2] * c[1, 3] * (1 + c[0, 0]) - c[0, 2] * c[0, 3] * (1 + c[1, 1]) + c[0, 1] * c[0, 2] * c[1, 3] + c[0, 1] * c[0, 3] * c[1, 2]
-    l1 = l4 * (1 + c[2, 2]) - c[1, 2] ** 2 * (1 + c[0, 0]) - c[0, 2] ** 2 * (1 + c[1, 1]) + 2 * c[0, 1] * c[0, 2] * c[1, 2]
-    l2 = l4 * (1 + c[3, 3]) - c[1, 3] ** 2 * (1 + c[0, 0]) - c[0, 3] ** 2 * (1 + c[1, 1]) + 2 * c[0, 1] * c[0, 3] * c[1, 3]
+    l0 = (
+        l4 * c[2, 3]
+        - c[1, 2] * c[1, 3] * (1 + c[0, 0])
+        - c[0, 2] * c[0, 3] * (1 + c[1, 1])
+        + c[0, 1] * c[0, 2] * c[1, 3]
+        + c[0, 1] * c[0, 3] * c[1, 2]
+    )
+    l1 = (
+        l4 * (1 + c[2, 2])
+        - c[1, 2] ** 2 * (1 + c[0, 0])
+        - c[0, 2] ** 2 * (1 + c[1, 1])
+        + 2 * c[0, 1] * c[0, 2] * c[1, 2]
+    )
+    l2 = (
+        l4 * (1 + c[3, 3])
+        - c[1, 3] ** 2 * (1 + c[0, 0])
+        - c[0, 3] ** 2 * (1 + c[1, 1])
+        + 2 * c[0, 1] * c[0, 3] * c[1, 3]
+    )
     return 4 / np.pi**2 / np.sqrt(l4) * np.arcsin(l0 / np.sqrt(l1 * l2))
 
 
@@ -63,7 +81,9 @@ def check_erf_expectations(system) -> list[str]:
             continue
         n = len(e.funcs)
         pairs = [(a, b) for a in range(n) for b in range(a, n)]
-        f = sp.lambdify([hl.gaussian_expectation(list(e.funcs), X).cov[a, b] for a, b in pairs], e.expr)
+        f = sp.lambdify(
+            [hl.gaussian_expectation(list(e.funcs), X).cov[a, b] for a, b in pairs], e.expr
+        )
         worst = 0.0
         for _ in range(200):
             A = rng.standard_normal((n, n + 2))
@@ -71,8 +91,10 @@ def check_erf_expectations(system) -> list[str]:
             got, ref = f(*[C[a, b] for a, b in pairs]), published(key, C)
             worst = max(worst, abs(got - ref) / abs(ref))
         ok = worst < 1e-11
-        lines.append(f"- {e.name} = {e.display()} equals the published {key}: max relative deviation "
-                     f"{worst:.1e} over 200 random covariances ({'ok' if ok else 'FAILED'})")
+        lines.append(
+            f"- {e.name} = {e.display()} equals the published {key}: max relative deviation "
+            f"{worst:.1e} over 200 random covariances ({'ok' if ok else 'FAILED'})"
+        )
         if not ok:
             raise SystemExit(f"check failed: {e.name} vs {key}")
     return lines
@@ -85,7 +107,14 @@ def check_plateau(system) -> list[str]:
         Q = np.full((K, K), 1 / (2 * K - 1))
         R = np.full((K, K), 1 / np.sqrt(K * (2 * K - 1)))
         y = {"Q": Q, "R": R}
-        base = {"T": np.eye(K), "v_teacher": np.ones(K), "v": np.ones(K), "eta_v": 0.0, "sigma": 0.0, "kappa": 0.0}
+        base = {
+            "T": np.eye(K),
+            "v_teacher": np.ones(K),
+            "v": np.ones(K),
+            "eta_v": 0.0,
+            "sigma": 0.0,
+            "kappa": 0.0,
+        }
         if system.structure["train_second_layer"]:
             y["v"] = np.ones(K)
         f1 = mod.vector_field(0.0, y, {**base, "eta": 1.0})
@@ -94,8 +123,10 @@ def check_plateau(system) -> list[str]:
         risk = float(mod.risk(y, {**base, "eta": 1.0}))
         plateau = K / np.pi * (np.pi / 6 - K * np.arcsin(1 / (2 * K)))
         ok = drift < 1e-13 and abs(risk - plateau) < 1e-13
-        lines.append(f"- K = M = {K}: O(eta) drift at the symmetric plateau {drift:.1e}; risk {risk:.12f} "
-                     f"vs (K/pi)[pi/6 - K asin(1/2K)] = {plateau:.12f} ({'ok' if ok else 'FAILED'})")
+        lines.append(
+            f"- K = M = {K}: O(eta) drift at the symmetric plateau {drift:.1e}; risk {risk:.12f} "
+            f"vs (K/pi)[pi/6 - K asin(1/2K)] = {plateau:.12f} ({'ok' if ok else 'FAILED'})"
+        )
         if not ok:
             raise SystemExit("plateau check failed")
     return lines
@@ -110,11 +141,18 @@ def main() -> int:
             checks += check_plateau(system)
         if act == teacher == "linear":
             polys = all(e.expr.is_polynomial() for e in system.expectations)
-            checks.append(f"- every expectation is a polynomial in the overlaps (Wick): {'ok' if polys else 'FAILED'}")
+            checks.append(
+                f"- every expectation is a polynomial in the overlaps (Wick): {'ok' if polys else 'FAILED'}"
+            )
             if not polys:
                 raise SystemExit("linear check failed")
         name = f"committee_{act}_{teacher}_{'both_layers' if trained else 'first_layer'}.md"
-        text = system.markdown() + "\n## Checks\n\n" + ("\n".join(checks) if checks else "- (derivation only)") + "\n"
+        text = (
+            system.markdown()
+            + "\n## Checks\n\n"
+            + ("\n".join(checks) if checks else "- (derivation only)")
+            + "\n"
+        )
         (HERE / name).write_text(text)
         print(f"wrote derivations/{name}")
         for line in checks:

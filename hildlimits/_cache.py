@@ -39,7 +39,10 @@ def _code_fingerprint() -> str:
     entries written by different derivation code under the same version number)."""
     here = Path(__file__).parent
     files = sorted(
-        [here / n for n in ("_derive.py", "_gaussian.py", "_symbolic.py", "_codegen.py", "_runtime.py")]
+        [
+            here / n
+            for n in ("_derive.py", "_gaussian.py", "_symbolic.py", "_codegen.py", "_runtime.py")
+        ]
         + list((here / "_activations").glob("*.py"))
     )
     h = hashlib.sha256()

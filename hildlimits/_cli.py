@@ -41,7 +41,9 @@ def _check_writable(path: Path, what: str) -> None:
         try:
             parent.mkdir(parents=True)
         except OSError as exc:
-            raise ConfigError(f"{what}: cannot create directory {str(parent)!r}: {exc.strerror}") from None
+            raise ConfigError(
+                f"{what}: cannot create directory {str(parent)!r}: {exc.strerror}"
+            ) from None
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"{what}: directory {str(parent)!r} is not writable")
 
@@ -111,11 +113,17 @@ def cmd_solve(ns) -> int:
     if ns.plot:
         from ._plot import plot_trajectory
 
-        plot_trajectory(traj, ns.plot, title=f"{Path(cfg.source).stem}: K={cfg.model.K}, M={cfg.model.M}",
-                        log_time=cfg.solve.spacing == "log")
+        plot_trajectory(
+            traj,
+            ns.plot,
+            title=f"{Path(cfg.source).stem}: K={cfg.model.K}, M={cfg.model.M}",
+            log_time=cfg.solve.spacing == "log",
+        )
     final = f"risk(t={traj.t[-1]:.6g}) = {traj.risk[-1]:.6e}"
-    print(f"{traj.status}: {final}; {len(traj.t)} save times, {traj.num_steps} steps; wrote {out}"
-          + (f" and {ns.plot}" if ns.plot else ""))
+    print(
+        f"{traj.status}: {final}; {len(traj.t)} save times, {traj.num_steps} steps; wrote {out}"
+        + (f" and {ns.plot}" if ns.plot else "")
+    )
     if traj.diverged:
         print(f"error: the dynamics {traj.status} (learning rate too large?)", file=sys.stderr)
         return 1

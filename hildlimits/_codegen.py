@@ -75,7 +75,10 @@ def _term_lines(term, free, out: str, system_exps) -> list[str]:
 
 
 def _equation_lines(eq, system_exps, out: str, shape: str) -> list[str]:
-    lines = [f"    # d{eq.name}/dt" if out.startswith("d") else f"    # {eq.name}", f"    {out} = jnp.zeros({shape}, omega.dtype)"]
+    lines = [
+        f"    # d{eq.name}/dt" if out.startswith("d") else f"    # {eq.name}",
+        f"    {out} = jnp.zeros({shape}, omega.dtype)",
+    ]
     for term in eq.terms:
         lines += _term_lines(term, eq.free, out, system_exps)
     return lines
@@ -134,10 +137,16 @@ def generate_source(system) -> str:
         return out
 
     shapes = {"Q": "(K, K)", "R": "(K, M)", "v": "(K,)"}
-    lines += ["def vector_field(t, y, args):", '    """Right-hand side d(state)/dt."""'] + unpack(True)
+    lines += ["def vector_field(t, y, args):", '    """Right-hand side d(state)/dt."""'] + unpack(
+        True
+    )
     for eq in system.equations:
         lines += _equation_lines(eq, exps, "d" + eq.name, shapes[eq.name])
-    lines += ["    return {" + ", ".join(f'"{eq.name}": d{eq.name}' for eq in system.equations) + "}", "", ""]
+    lines += [
+        "    return {" + ", ".join(f'"{eq.name}": d{eq.name}' for eq in system.equations) + "}",
+        "",
+        "",
+    ]
     for obs in system.observables:
         lines += [f"def {obs.name}(y, args):", f'    """Observable {obs.name}."""'] + unpack(False)
         lines += _equation_lines(obs, exps, obs.name, "()")

@@ -27,13 +27,30 @@ from ._errors import ConfigError
 from ._model import Committee, Hyperparams, Overlaps
 
 SCHEMA = {
-    "model": {"kind", "K", "M", "activation", "teacher_activation", "train_second_layer", "noise", "weight_decay"},
+    "model": {
+        "kind",
+        "K",
+        "M",
+        "activation",
+        "teacher_activation",
+        "train_second_layer",
+        "noise",
+        "weight_decay",
+    },
     "training": {"lr", "lr_second_layer"},
     "init": {"Q", "R", "T", "v", "v_teacher", "random"},
     "init.random": {"N", "seed", "student_std", "teacher_std"},
     "solve": {
-        "t1", "n_save", "spacing", "t_first", "rtol", "atol", "solver", "max_steps",
-        "divergence_bound", "steady_state",
+        "t1",
+        "n_save",
+        "spacing",
+        "t_first",
+        "rtol",
+        "atol",
+        "solver",
+        "max_steps",
+        "divergence_bound",
+        "steady_state",
     },
 }
 REQUIRED = {"model": {"K", "M"}, "training": {"lr"}, "solve": {"t1"}}
@@ -105,7 +122,11 @@ def _check_keys(table: dict, section: str) -> None:
     for key in table:
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; allowed: {', '.join(sorted(allowed))}"
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f"; allowed: {', '.join(sorted(allowed))}"
+            )
             raise ConfigError(f"unknown key '{section}.{key}'{hint}")
     for key in REQUIRED.get(section, ()):
         if key not in table:
@@ -147,14 +168,21 @@ def _random_overlaps(model: Committee, spec: dict, v, v_teacher) -> Overlaps:
     stds = {}
     for key in ("student_std", "teacher_std"):
         val = spec.get(key, 1.0)
-        if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(val) or val <= 0:
+        if (
+            isinstance(val, bool)
+            or not isinstance(val, numbers.Real)
+            or not math.isfinite(val)
+            or val <= 0
+        ):
             raise ConfigError(f"init.random.{key} must be a positive number, got {val!r}")
         stds[key] = float(val)
     rng = np.random.default_rng(int(seed))
     W = rng.standard_normal((model.K, N)) * stds["student_std"]
     Ws = rng.standard_normal((model.M, N)) * stds["teacher_std"]
     Q, R, T = W @ W.T / N, W @ Ws.T / N, Ws @ Ws.T / N
-    return Overlaps.for_model(model, Q=(Q + Q.T) / 2, R=R, T=(T + T.T) / 2, v=v, v_teacher=v_teacher)
+    return Overlaps.for_model(
+        model, Q=(Q + Q.T) / 2, R=R, T=(T + T.T) / 2, v=v, v_teacher=v_teacher
+    )
 
 
 def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
@@ -198,7 +226,14 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
         for key in ("Q", "R", "T"):
             if key not in ini:
                 raise ConfigError(f"missing required key 'init.{key}' (or give [init.random])")
-        init = Overlaps.for_model(model, Q=ini["Q"], R=ini["R"], T=ini["T"], v=ini.get("v"), v_teacher=ini.get("v_teacher"))
+        init = Overlaps.for_model(
+            model,
+            Q=ini["Q"],
+            R=ini["R"],
+            T=ini["T"],
+            v=ini.get("v"),
+            v_teacher=ini.get("v_teacher"),
+        )
     solve = _solve_options(so)
     return Config(model=model, hyper=hyper, init=init, solve=solve, source=source)
 
@@ -207,7 +242,9 @@ def _solve_options(so: dict) -> SolveOptions:
     opts = dict(so)
     ints = ("n_save", "max_steps")
     for key in ints:
-        if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], numbers.Integral)):
+        if key in opts and (
+            isinstance(opts[key], bool) or not isinstance(opts[key], numbers.Integral)
+        ):
             raise ConfigError(f"solve.{key} must be a positive integer, got {opts[key]!r}")
     for key, val in opts.items():
         if key in ("spacing", "solver"):

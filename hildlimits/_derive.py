@@ -42,7 +42,11 @@ class ExpectationEntry:
 
     def display(self, *, latex: bool = False) -> str:
         parts = [_fmt_func(lbl, f"z_{s}", latex) for s, lbl in enumerate(self.labels)]
-        return (r"\mathbb{E}\left[" + r"\,".join(parts) + r"\right]") if latex else "E[" + " ".join(parts) + "]"
+        return (
+            (r"\mathbb{E}\left[" + r"\,".join(parts) + r"\right]")
+            if latex
+            else "E[" + " ".join(parts) + "]"
+        )
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def _fmt_func(label: str, arg: str, latex: bool) -> str:
         return arg
     if latex:
         name = {"g": "g", "g_*": "g_*"}.get(label.rstrip("'"), label.rstrip("'"))
-        return f"{name}{label[len(label.rstrip(chr(39))):]}({arg})"
+        return f"{name}{label[len(label.rstrip(chr(39))) :]}({arg})"
     return f"{label}({arg})"
 
 
@@ -167,7 +171,11 @@ def _term_text(term: Term, exp: ExpectationEntry | None, latex: bool) -> str:
         for lbl, idx, kind in zip(term.func_labels, term.labels, term.kinds, strict=True):
             fld = _FIELD_TEXT[kind][1 if latex else 0]
             args.append(_fmt_func(lbl, f"{fld}_{{{idx}}}" if latex else f"{fld}_{idx}", latex))
-        ex = (r"\mathbb{E}\left[" + r"\,".join(args) + r"\right]") if latex else "E[" + " ".join(args) + "]"
+        ex = (
+            (r"\mathbb{E}\left[" + r"\,".join(args) + r"\right]")
+            if latex
+            else "E[" + " ".join(args) + "]"
+        )
         body = f"\\left({coeff}\\right) {ex}" if latex else f"({coeff})*{ex}"
     if term.dummies:
         names = ",".join(str(d) for d, _ in term.dummies)
@@ -203,15 +211,19 @@ def format_system(system: ODESystem, *, latex: bool) -> str:
             f"{'trained' if st['train_second_layer'] else 'fixed'}.",
             f"state: {', '.join(system.state_variables)}   parameters: {', '.join(system.parameters)}"
             f"   observables: {', '.join(system.observable_names)}",
-            "g = " + sp.sstr(get_activation(st["activation"]).expr)
-            + ",  g_* = " + sp.sstr(get_activation(st["teacher_activation"]).expr),
+            "g = "
+            + sp.sstr(get_activation(st["activation"]).expr)
+            + ",  g_* = "
+            + sp.sstr(get_activation(st["teacher_activation"]).expr),
             "",
         ]
     rows = []
     for eq, obs in [(e, False) for e in system.equations] + [(o, True) for o in system.observables]:
         rhs = [_term_text(t, exps.get(t.expectation), latex) for t in eq.terms]
         if latex:
-            rows.append(_lhs(eq, True, obs) + " &= " + _join(rhs, r" \\ &\quad + ", r" \\ &\quad - "))
+            rows.append(
+                _lhs(eq, True, obs) + " &= " + _join(rhs, r" \\ &\quad + ", r" \\ &\quad - ")
+            )
         else:
             rows.append(_lhs(eq, False, obs) + " =\n    " + _join(rhs, "\n  + ", "\n  - "))
     if latex:
@@ -227,7 +239,10 @@ def format_system(system: ODESystem, *, latex: bool) -> str:
         lines.append(r"\end{align}")
     else:
         lines += rows
-        lines += ["", "Gaussian expectations, z ~ N(0, C) with C_ab the overlaps of the fields in the slots:"]
+        lines += [
+            "",
+            "Gaussian expectations, z ~ N(0, C) with C_ab the overlaps of the fields in the slots:",
+        ]
         for e in system.expectations:
             lines.append(f"  {e.name} = {e.display()}   [{e.method}]")
             lines.append(f"      = {sp.sstr(e.expr)}")
@@ -256,11 +271,18 @@ def format_markdown(system: ODESystem) -> str:
         rhs = [_term_text(t, exps.get(t.expectation), True) for t in eq.terms]
         out.append("$$")
         out.append(r"\begin{aligned}")
-        out.append(_lhs(eq, True, obs) + " &= " + _join(rhs, " \\\\\n&\\quad + ", " \\\\\n&\\quad - "))
+        out.append(
+            _lhs(eq, True, obs) + " &= " + _join(rhs, " \\\\\n&\\quad + ", " \\\\\n&\\quad - ")
+        )
         out.append(r"\end{aligned}")
         out.append("$$")
         out.append("")
-    out += ["## Gaussian expectations", "", "$z \\sim \\mathcal N(0, C)$; each was derived by the engine by the rules named.", ""]
+    out += [
+        "## Gaussian expectations",
+        "",
+        "$z \\sim \\mathcal N(0, C)$; each was derived by the engine by the rules named.",
+        "",
+    ]
     for e in system.expectations:
         out.append(f"- `{e.name}` ({e.method}):")
         out.append("")
@@ -305,7 +327,11 @@ class _Builder:
         if key not in self.expectations:
             e = gaussian_expectation(list(funcs), X)
             self.expectations[key] = ExpectationEntry(
-                name=f"E{len(self.expectations)}", funcs=funcs, labels=labels, expr=e.expr, method=e.method
+                name=f"E{len(self.expectations)}",
+                funcs=funcs,
+                labels=labels,
+                expr=e.expr,
+                method=e.method,
             )
         return self.expectations[key]
 
@@ -327,10 +353,15 @@ class _Builder:
             for mapping in S.dummy_renamings(raw.dummies):
                 c = coeff.xreplace(mapping)
                 ss = sorted(
-                    ((sp.srepr(fn), lbl, idx.xreplace(mapping), kind, fn) for fn, lbl, idx, kind in slots),
+                    (
+                        (sp.srepr(fn), lbl, idx.xreplace(mapping), kind, fn)
+                        for fn, lbl, idx, kind in slots
+                    ),
                     key=lambda s: (s[0], s[3], s[2].name),
                 )
-                dums = tuple(sorted(((mapping[d], kd) for d, kd in raw.dummies), key=lambda p: p[0].name))
+                dums = tuple(
+                    sorted(((mapping[d], kd) for d, kd in raw.dummies), key=lambda p: p[0].name)
+                )
                 key = (tuple((s[0], s[2].name, s[3]) for s in ss), tuple(str(d) for d, _ in dums))
                 if best is None or (key, sp.srepr(c)) < (best[0], sp.srepr(best[1])):
                     best = (key, c, ss, dums)
@@ -350,9 +381,18 @@ class _Builder:
                 name, labels, kinds = None, (), ()
             flabels = tuple(s[1] for s in ss)
             term = Term(coeff, dums, name, labels, kinds, flabels)
-            pairs = _symmetric_pairs(term, free, symmetric, {e.name: e for e in self.expectations.values()})
+            pairs = _symmetric_pairs(
+                term, free, symmetric, {e.name: e for e in self.expectations.values()}
+            )
             out.append(Term(coeff, dums, name, labels, kinds, flabels, pairs))
-        out.sort(key=lambda t: (t.expectation is None, len(t.dummies), t.expectation or "", sp.srepr(t.coeff)))
+        out.sort(
+            key=lambda t: (
+                t.expectation is None,
+                len(t.dummies),
+                t.expectation or "",
+                sp.srepr(t.coeff),
+            )
+        )
         return tuple(out)
 
 
@@ -383,7 +423,13 @@ def _symmetric_pairs(term: Term, free, symmetric: bool, exps) -> tuple:
         swap = {a: b, b: a}
         if sp.expand(term.coeff.xreplace(swap) - term.coeff) != 0:
             continue
-        swapped = sorted(zip((sp.srepr(f) for f in funcs), (x.xreplace(swap).name for x in term.labels), strict=True))
+        swapped = sorted(
+            zip(
+                (sp.srepr(f) for f in funcs),
+                (x.xreplace(swap).name for x in term.labels),
+                strict=True,
+            )
+        )
         if swapped == orig:
             pairs.append((a, b))
             used |= {a, b}
@@ -391,7 +437,9 @@ def _symmetric_pairs(term: Term, free, symmetric: bool, exps) -> tuple:
 
 
 @functools.lru_cache(maxsize=64)
-def _derive_committee(activation: str, teacher_activation: str, train_second_layer: bool) -> ODESystem:
+def _derive_committee(
+    activation: str, teacher_activation: str, train_second_layer: bool
+) -> ODESystem:
     student = get_activation(activation)
     teacher = get_activation(teacher_activation, field="teacher_activation")
     j, m = sp.Symbol("j", integer=True), sp.Symbol("m", integer=True)
@@ -403,14 +451,18 @@ def _derive_committee(activation: str, teacher_activation: str, train_second_lay
 
     def w_new(a):
         dl = sp.diff(loss, S.lam[a])
-        return S.Vec.w(a) + (-S.eta * S.h * dl) * S.Vec.x() + (-S.eta * S.kappa * S.h**2) * S.Vec.w(a)
+        return (
+            S.Vec.w(a) + (-S.eta * S.h * dl) * S.Vec.x() + (-S.eta * S.kappa * S.h**2) * S.Vec.w(a)
+        )
 
     rate_Q = S.rate(S.inner(w_new(i), w_new(k)) - S.Q[i, k])
     rate_R = S.rate(S.inner(w_new(i), S.Vec.ws(n)) - S.R[i, n])
     b = _Builder(student, teacher)
     fS, fT = (i, S.STUDENT), (n, S.TEACHER)
     equations = [
-        Equation("Q", (fS, (k, S.STUDENT)), b.terms(rate_Q, (fS, (k, S.STUDENT)), True), symmetric=True),
+        Equation(
+            "Q", (fS, (k, S.STUDENT)), b.terms(rate_Q, (fS, (k, S.STUDENT)), True), symmetric=True
+        ),
         Equation("R", (fS, fT), b.terms(rate_R, (fS, fT), False)),
     ]
     if train_second_layer:

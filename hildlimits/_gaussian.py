@@ -131,7 +131,9 @@ def _submatrix(C: sp.ImmutableMatrix, keep: Sequence[int]) -> sp.ImmutableMatrix
     return sp.ImmutableMatrix(len(keep), len(keep), lambda a, b: C[keep[a], keep[b]])
 
 
-def _expect_slots(slots: tuple[tuple[Atom, ...], ...], C: sp.ImmutableMatrix, rules: set) -> sp.Expr:
+def _expect_slots(
+    slots: tuple[tuple[Atom, ...], ...], C: sp.ImmutableMatrix, rules: set
+) -> sp.Expr:
     total = sp.Integer(0)
     for choice in itertools.product(*slots):
         total += _expect_atoms(tuple(choice), C, rules)
@@ -145,7 +147,9 @@ def _expect_atoms(atoms: tuple[Atom, ...], C: sp.ImmutableMatrix, rules: set) ->
 
 
 @functools.lru_cache(maxsize=4096)
-def _expect_atoms_cached(atoms: tuple[Atom, ...], C: sp.ImmutableMatrix) -> tuple[sp.Expr, frozenset]:
+def _expect_atoms_cached(
+    atoms: tuple[Atom, ...], C: sp.ImmutableMatrix
+) -> tuple[sp.Expr, frozenset]:
     rules: set[str] = set()
     coef = sp.Mul(*[a.coef for a in atoms])
     atoms = tuple(Atom(sp.Integer(1), a.k, a.alpha, a.beta) for a in atoms)
@@ -233,8 +237,12 @@ def _erf_pair_lemma():
     density = _expect_slots(deriv_slots, C, set())  # E[erf'(b1 z1) erf'(b2 z2)] at C_12 = s
     # At s = 0 the factors are independent: E = E[erf(b1 z1)] E[erf(b2 z2)] = 0 * 0.
     at_zero = sp.Mul(
-        *[_expect_atoms((Atom(sp.Integer(1), 0, sp.Integer(0), b),), sp.ImmutableMatrix([[c]]), set())
-          for b, c in ((b1, c11), (b2, c22))]
+        *[
+            _expect_atoms(
+                (Atom(sp.Integer(1), 0, sp.Integer(0), b),), sp.ImmutableMatrix([[c]]), set()
+            )
+            for b, c in ((b1, c11), (b2, c22))
+        ]
     )
     # density = k / sqrt(A - B s^2): integrate with A, B as positive symbols, then substitute.
     A, B = sp.symbols("A B", positive=True)
@@ -247,7 +255,8 @@ def _erf_pair_lemma():
     antider = sp.integrate(1 / sp.sqrt(A - B * s**2), (s, 0, c12), conds="none")
     value = at_zero + antider.xreplace({A: a0, B: a2})
     value = sp.simplify(value).replace(
-        lambda e: e.is_Pow and e.exp.is_Rational and e.exp.q == 2, lambda e: sp.Pow(sp.factor(e.base), e.exp)
+        lambda e: e.is_Pow and e.exp.is_Rational and e.exp.q == 2,
+        lambda e: sp.Pow(sp.factor(e.base), e.exp),
     )
     return value, (b1, b2, c11, c22, c12)
 

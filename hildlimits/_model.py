@@ -127,7 +127,9 @@ def _matrix(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a numeric array of shape {shape}, got {value!r}") from None
+        raise ConfigError(
+            f"{name} must be a numeric array of shape {shape}, got {value!r}"
+        ) from None
     if arr.shape != shape:
         raise ConfigError(f"{name} must have shape {shape}, got shape {arr.shape}: {value!r}")
     if not np.all(np.isfinite(arr)):

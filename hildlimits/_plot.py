@@ -40,10 +40,15 @@ def plot_trajectory(traj, path: str | Path, *, title: str = "", log_time: bool =
     K, M = traj.R.shape[1:]
     for i in range(K):
         for n in range(M):
-            axes[1].plot(t[sel], traj.R[sel, i, n], label=f"R{i + 1}{n + 1}" if K * M <= 16 else None)
+            axes[1].plot(
+                t[sel], traj.R[sel, i, n], label=f"R{i + 1}{n + 1}" if K * M <= 16 else None
+            )
         for k in range(i, K):
             axes[2].plot(t[sel], traj.Q[sel, i, k], label=f"Q{i + 1}{k + 1}" if K <= 4 else None)
-    for ax, name in ((axes[1], "R (student-teacher overlaps)"), (axes[2], "Q (student-student overlaps)")):
+    for ax, name in (
+        (axes[1], "R (student-teacher overlaps)"),
+        (axes[2], "Q (student-student overlaps)"),
+    ):
         ax.set_xscale("log" if log_time else "linear")
         ax.set_xlabel("t = steps / N")
         ax.set_title(name)

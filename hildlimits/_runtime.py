@@ -44,7 +44,9 @@ class Grid:
         second = {b for _, b in pairs}
         order = [name for name, _ in free] + [name for name, _ in dummies]
         axes: list[tuple[str, ...]] = [
-            (name, partner[name]) if name in partner else (name,) for name in order if name not in second
+            (name, partner[name]) if name in partner else (name,)
+            for name in order
+            if name not in second
         ]
         self.ndim = len(axes)
         self.kind = kinds

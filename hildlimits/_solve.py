@@ -73,7 +73,10 @@ class Trajectory:
         fn = getattr(self.system.module, what)
         with jax.enable_x64(True):
             args = _args(self.system, self.hyper, self.T, self.v_teacher, self.v[0])
-            vals = [fn({"Q": q, "R": r, "v": v}, {**args, "v": v}) for q, r, v in zip(self.Q, self.R, self.v, strict=True)]
+            vals = [
+                fn({"Q": q, "R": r, "v": v}, {**args, "v": v})
+                for q, r, v in zip(self.Q, self.R, self.v, strict=True)
+            ]
             return np.asarray(vals)
 
     def _states(self):
@@ -107,7 +110,11 @@ def save_times(t1: float, n_save: int, spacing: str, t_first: float | None = Non
 
 
 def _args(system, hyper: Hyperparams, T, v_teacher, v) -> dict:
-    args = {"T": jnp.asarray(T), "v_teacher": jnp.asarray(v_teacher), **{k: jnp.asarray(x) for k, x in hyper.as_args().items()}}
+    args = {
+        "T": jnp.asarray(T),
+        "v_teacher": jnp.asarray(v_teacher),
+        **{k: jnp.asarray(x) for k, x in hyper.as_args().items()},
+    }
     if not system.structure["train_second_layer"]:
         args["v"] = jnp.asarray(v)
     return args
@@ -120,7 +127,9 @@ def _check_positive(name, value, *, integer=False):
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
 
 
-def check_solve_options(*, t1, n_save, spacing, t_first, rtol, atol, solver, max_steps, divergence_bound, steady_state):
+def check_solve_options(
+    *, t1, n_save, spacing, t_first, rtol, atol, solver, max_steps, divergence_bound, steady_state
+):
     """Validate :func:`solve`'s options; raises :class:`ConfigError` naming the ``solve.*`` key."""
     _check_positive("solve.t1", t1)
     _check_positive("solve.n_save", n_save, integer=True)
@@ -251,15 +260,25 @@ def solve(
     if not isinstance(hyper, Hyperparams):
         raise TypeError(f"hyper must be hildlimits.Hyperparams, got {type(hyper).__name__}")
     check_solve_options(
-        t1=t1, n_save=n_save, spacing=spacing, t_first=t_first, rtol=rtol, atol=atol, solver=solver,
-        max_steps=max_steps, divergence_bound=divergence_bound, steady_state=steady_state,
+        t1=t1,
+        n_save=n_save,
+        spacing=spacing,
+        t_first=t_first,
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
+        max_steps=max_steps,
+        divergence_bound=divergence_bound,
+        steady_state=steady_state,
     )
     K, M = init.K, init.M
     trained = system.structure["train_second_layer"]
     key = ("solve", K, M, n_save, solver, max_steps, steady_state is not None)
     with jax.enable_x64(True):
         if key not in system._jax:
-            system._jax[key] = _build(system, K, M, n_save, solver, max_steps, steady_state is not None)
+            system._jax[key] = _build(
+                system, K, M, n_save, solver, max_steps, steady_state is not None
+            )
         run = system._jax[key]
         y0 = {"Q": jnp.asarray(init.Q), "R": jnp.asarray(init.R)}
         if trained:
@@ -283,14 +302,26 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
             f"before t1={t1:g}: increase solve.max_steps, or loosen rtol/atol"
         )
     if not (bool(out["ok"]) or bool(out["event"])):
-        raise SolveError(f"the solver failed at t={t_stop:.6g} (step size collapsed); the dynamics may be stiff or diverging")
+        raise SolveError(
+            f"the solver failed at t={t_stop:.6g} (step size collapsed); the dynamics may be stiff or diverging"
+        )
     status = "ok"
     if bool(out["event"]):
-        status = f"diverged at t={t_stop:.6g}" if bool(out["diverged"]) else f"steady state at t={t_stop:.6g}"
+        status = (
+            f"diverged at t={t_stop:.6g}"
+            if bool(out["diverged"])
+            else f"steady state at t={t_stop:.6g}"
+        )
     keep = ts[:-1] < t_stop if status != "ok" else np.ones(len(ts) - 1, bool)
-    rows = np.concatenate([np.nonzero(keep)[0], [len(ts) - 1]]) if status != "ok" else np.nonzero(keep)[0]
+    rows = (
+        np.concatenate([np.nonzero(keep)[0], [len(ts) - 1]])
+        if status != "ok"
+        else np.nonzero(keep)[0]
+    )
     ys = out["ys"]
-    finite = np.isfinite(ys["Q"][rows]).all(axis=(1, 2)) & np.isfinite(ys["R"][rows]).all(axis=(1, 2))
+    finite = np.isfinite(ys["Q"][rows]).all(axis=(1, 2)) & np.isfinite(ys["R"][rows]).all(
+        axis=(1, 2)
+    )
     rows = rows[finite]
     n = len(rows)
     v = ys["v"][rows] if "v" in ys else np.broadcast_to(init.v, (n, init.K))

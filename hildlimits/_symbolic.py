@@ -97,7 +97,13 @@ def _inner_basis(a: tuple, b: tuple) -> sp.Expr:
 
 def inner(a: Vec, b: Vec) -> sp.Expr:
     """``<a, b> / N`` by bilinearity."""
-    return sp.Add(*[ca * cb * _inner_basis(ka, kb) for ka, ca in a.parts.items() for kb, cb in b.parts.items()])
+    return sp.Add(
+        *[
+            ca * cb * _inner_basis(ka, kb)
+            for ka, ca in a.parts.items()
+            for kb, cb in b.parts.items()
+        ]
+    )
 
 
 def rate(increment: sp.Expr) -> sp.Expr:
@@ -139,8 +145,11 @@ def raw_terms(expr: sp.Expr) -> list[RawTerm]:
         for arg in expr.args:
             terms = [_mul(a, b) for a in terms for b in raw_terms(arg)]
         return terms
-    if isinstance(expr, sp.Pow) and expr.exp.is_Integer and expr.exp > 0 and (
-        expr.base.has(sp.Sum) or is_field_factor(expr.base)
+    if (
+        isinstance(expr, sp.Pow)
+        and expr.exp.is_Integer
+        and expr.exp > 0
+        and (expr.base.has(sp.Sum) or is_field_factor(expr.base))
     ):
         if not expr.base.has(sp.Sum) and not isinstance(expr.base, sp.Add):
             return [RawTerm(sp.Integer(1), (), (expr,))]

@@ -35,8 +35,18 @@ def I4_erf(C):
         + c[0, 1] * c[0, 2] * c[1, 3]
         + c[0, 1] * c[0, 3] * c[1, 2]
     )
-    lam1 = lam4 * (1 + c[2, 2]) - c[1, 2] ** 2 * (1 + c[0, 0]) - c[0, 2] ** 2 * (1 + c[1, 1]) + 2 * c[0, 1] * c[0, 2] * c[1, 2]
-    lam2 = lam4 * (1 + c[3, 3]) - c[1, 3] ** 2 * (1 + c[0, 0]) - c[0, 3] ** 2 * (1 + c[1, 1]) + 2 * c[0, 1] * c[0, 3] * c[1, 3]
+    lam1 = (
+        lam4 * (1 + c[2, 2])
+        - c[1, 2] ** 2 * (1 + c[0, 0])
+        - c[0, 2] ** 2 * (1 + c[1, 1])
+        + 2 * c[0, 1] * c[0, 2] * c[1, 2]
+    )
+    lam2 = (
+        lam4 * (1 + c[3, 3])
+        - c[1, 3] ** 2 * (1 + c[0, 0])
+        - c[0, 3] ** 2 * (1 + c[1, 1])
+        + 2 * c[0, 1] * c[0, 3] * c[1, 3]
+    )
     return 4 / np.pi**2 / np.sqrt(lam4) * np.arcsin(lam0 / np.sqrt(lam1 * lam2))
 
 
@@ -96,9 +106,17 @@ def reference_rhs(Q, R, T, v, vs, *, eta, eta_v, sigma, kappa, train_v, act="erf
                 sum(vs[m] * I3(_sub(Om, [k, i, Tt[m]])) for m in range(M))
                 - sum(v[j] * I3(_sub(Om, [k, i, j])) for j in range(K))
             )
-            quad = sum(vs[n] * vs[m] * I4(_sub(Om, [i, k, Tt[n], Tt[m]])) for n in range(M) for m in range(M))
-            quad -= 2 * sum(v[j] * vs[n] * I4(_sub(Om, [i, k, j, Tt[n]])) for j in range(K) for n in range(M))
-            quad += sum(v[j] * v[l] * I4(_sub(Om, [i, k, j, l])) for j in range(K) for l in range(K))
+            quad = sum(
+                vs[n] * vs[m] * I4(_sub(Om, [i, k, Tt[n], Tt[m]]))
+                for n in range(M)
+                for m in range(M)
+            )
+            quad -= 2 * sum(
+                v[j] * vs[n] * I4(_sub(Om, [i, k, j, Tt[n]])) for j in range(K) for n in range(M)
+            )
+            quad += sum(
+                v[j] * v[l] * I4(_sub(Om, [i, k, j, l])) for j in range(K) for l in range(K)
+            )
             quad += sigma**2 * J2(_sub(Om, [i, k]))
             dQ[i, k] = eta * (a + b) + eta**2 * v[i] * v[k] * quad - 2 * eta * kappa * Q[i, k]
     if train_v:
@@ -120,7 +138,9 @@ def reference_risk(Q, R, T, v, vs, act="erf"):
     return e
 
 
-def reference_solve(Q0, R0, T, v0, vs, *, ts, eta, eta_v, sigma, kappa, train_v, act="erf", rtol=1e-13, atol=1e-14):
+def reference_solve(
+    Q0, R0, T, v0, vs, *, ts, eta, eta_v, sigma, kappa, train_v, act="erf", rtol=1e-13, atol=1e-14
+):
     """Integrate :func:`reference_rhs` with scipy's DOP853; returns (risk(ts), states)."""
     K, M = R0.shape
 
@@ -132,7 +152,9 @@ def reference_solve(Q0, R0, T, v0, vs, *, ts, eta, eta_v, sigma, kappa, train_v,
 
     def f(t, y):
         Q, R, v = unpack(y)
-        dQ, dR, dv = reference_rhs(Q, R, T, v, vs, eta=eta, eta_v=eta_v, sigma=sigma, kappa=kappa, train_v=train_v, act=act)
+        dQ, dR, dv = reference_rhs(
+            Q, R, T, v, vs, eta=eta, eta_v=eta_v, sigma=sigma, kappa=kappa, train_v=train_v, act=act
+        )
         return np.concatenate([dQ.ravel(), dR.ravel()] + ([dv] if train_v else []))
 
     y0 = np.concatenate([Q0.ravel(), R0.ravel()] + ([v0] if train_v else []))

@@ -111,7 +111,9 @@ def test_missing_config_file(tmp_path, capsys):
 def test_bad_config_exit_2(tmp_path, capsys, case, command):
     text, fragment = BAD_CONFIGS[case]
     cfg = write(tmp_path, text)
-    args = [command, str(cfg)] + (["--out", str(tmp_path / "out.json")] if command == "solve" else [])
+    args = [command, str(cfg)] + (
+        ["--out", str(tmp_path / "out.json")] if command == "solve" else []
+    )
     assert main(args) == 2
     out, err = capsys.readouterr()
     assert fragment in err

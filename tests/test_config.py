@@ -108,7 +108,9 @@ def test_random_init_overlaps_are_valid_and_reproducible():
 # ------------------------------------------------------------------------------- model.K / M
 
 
-@pytest.mark.parametrize("K", [0, -1, 2.5, True, "2"], ids=["zero", "negative", "float", "bool", "str"])
+@pytest.mark.parametrize(
+    "K", [0, -1, 2.5, True, "2"], ids=["zero", "negative", "float", "bool", "str"]
+)
 def test_bad_K(K):
     data = base()
     data["model"]["K"] = K

@@ -21,7 +21,11 @@ def random_state(rng, K, M):
 
 def evaluate(system, Q, R, T, v, vs, hyper):
     y = {"Q": jnp.asarray(Q), "R": jnp.asarray(R)}
-    args = {"T": jnp.asarray(T), "v_teacher": jnp.asarray(vs), **{k: jnp.asarray(x) for k, x in hyper.items()}}
+    args = {
+        "T": jnp.asarray(T),
+        "v_teacher": jnp.asarray(vs),
+        **{k: jnp.asarray(x) for k, x in hyper.items()},
+    }
     if system.structure["train_second_layer"]:
         y["v"] = jnp.asarray(v)
     else:
@@ -60,7 +64,10 @@ def test_symmetric_plateau_fixed_point(K):
     Q = np.full((K, K), 1 / (2 * K - 1))
     R = np.full((K, K), 1 / np.sqrt(K * (2 * K - 1)))
     T, v = np.eye(K), np.ones(K)
-    f = [evaluate(system, Q, R, T, v, v, {"eta": e, "eta_v": e, "sigma": 0.0, "kappa": 0.0}) for e in (1.0, 2.0)]
+    f = [
+        evaluate(system, Q, R, T, v, v, {"eta": e, "eta_v": e, "sigma": 0.0, "kappa": 0.0})
+        for e in (1.0, 2.0)
+    ]
     for name in ("Q", "R"):
         first_order = 2 * f[0][0][name] - f[1][0][name] / 2
         np.testing.assert_allclose(first_order, 0.0, atol=1e-14)
@@ -73,7 +80,15 @@ def test_mixed_activations_derive():
     system = hl.derive(hl.Committee(K=2, M=1, activation="erf", teacher_activation="linear"))
     assert all(e.method.startswith("closed form") for e in system.expectations)
     Q, R, T = np.eye(2) * 0.5, np.full((2, 1), 0.1), np.eye(1)
-    _, risk = evaluate(system, Q, R, T, np.ones(2), np.ones(1), {"eta": 0.1, "eta_v": 0.1, "sigma": 0.0, "kappa": 0.0})
+    _, risk = evaluate(
+        system,
+        Q,
+        R,
+        T,
+        np.ones(2),
+        np.ones(1),
+        {"eta": 0.1, "eta_v": 0.1, "sigma": 0.0, "kappa": 0.0},
+    )
     # closed form: 1/2 sum_ik I2erf(Q) - sum_i E[g(l_i) nu] + 1/2 T, E[g(l) nu] = sqrt(2/pi) R / sqrt(1+Q)
     i2 = 2 / np.pi * np.arcsin(np.array([[0.5 / 1.5, 0], [0, 0.5 / 1.5]]))
     expected = 0.5 * i2.sum() - 2 * np.sqrt(2 / np.pi) * 0.1 / np.sqrt(1.5) + 0.5
@@ -83,7 +98,14 @@ def test_mixed_activations_derive():
 def test_printing_latex_and_listing():
     system = hl.derive(hl.Committee(K=2, M=2, activation="erf", train_second_layer=True))
     text = str(system)
-    for piece in ("dQ_ik/dt", "dR_in/dt", "dv_i/dt", "risk =", "Price's theorem", "Gaussian tilting"):
+    for piece in (
+        "dQ_ik/dt",
+        "dR_in/dt",
+        "dv_i/dt",
+        "risk =",
+        "Price's theorem",
+        "Gaussian tilting",
+    ):
         assert piece in text
     assert system.state_variables == ("Q", "R", "v")
     assert set(system.parameters) == {"eta", "eta_v", "sigma", "kappa", "T", "v_teacher"}

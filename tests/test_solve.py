@@ -16,12 +16,27 @@ def test_solution_matches_independent_integrator():
     rng = np.random.default_rng(3)
     W, Ws = rng.standard_normal((3, 400)) * 0.7, rng.standard_normal((2, 400))
     init = hl.Overlaps.for_model(
-        model, Q=W @ W.T / 400, R=W @ Ws.T / 400 + 0.2, T=Ws @ Ws.T / 400, v=[0.6, 0.3, 0.5], v_teacher=[1.0, 0.8]
+        model,
+        Q=W @ W.T / 400,
+        R=W @ Ws.T / 400 + 0.2,
+        T=Ws @ Ws.T / 400,
+        v=[0.6, 0.3, 0.5],
+        v_teacher=[1.0, 0.8],
     )
     hyper = hl.Hyperparams(lr=0.8, lr_second_layer=0.4, noise=0.3, weight_decay=0.02)
     traj = hl.solve(hl.derive(model), init=init, hyper=hyper, t1=60.0, n_save=40, spacing="linear")
     ref, states = reference_solve(
-        init.Q, init.R, init.T, init.v, init.v_teacher, ts=traj.t, eta=0.8, eta_v=0.4, sigma=0.3, kappa=0.02, train_v=True
+        init.Q,
+        init.R,
+        init.T,
+        init.v,
+        init.v_teacher,
+        ts=traj.t,
+        eta=0.8,
+        eta_v=0.4,
+        sigma=0.3,
+        kappa=0.02,
+        train_v=True,
     )
     assert traj.status == "ok" and len(traj.t) == 40
     assert rel_err(traj.risk, ref) <= 1e-7
@@ -72,7 +87,9 @@ def test_divergence_is_detected_with_its_time():
 def test_steady_state_stop_and_trajectory_is_immutable():
     model = hl.Committee(K=1, M=1, activation="linear")
     init = hl.Overlaps.for_model(model, Q=[[0.3]], R=[[0.05]], T=[[1.0]])
-    traj = hl.solve(hl.derive(model), init=init, hyper=hl.Hyperparams(lr=0.4), t1=1e4, steady_state=1e-9)
+    traj = hl.solve(
+        hl.derive(model), init=init, hyper=hl.Hyperparams(lr=0.4), t1=1e4, steady_state=1e-9
+    )
     assert traj.status.startswith("steady state at t=") and traj.t_stop < 1e3
     assert traj.risk[-1] == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(ValueError):
@@ -83,12 +100,24 @@ def test_steady_state_stop_and_trajectory_is_immutable():
 
 def test_save_times_and_observables():
     t = hl.save_times(1000.0, 200, "log")
-    assert t[0] == 0 and t[1] == pytest.approx(0.1) and t[-1] == pytest.approx(1000.0) and len(t) == 200
+    assert (
+        t[0] == 0
+        and t[1] == pytest.approx(0.1)
+        and t[-1] == pytest.approx(1000.0)
+        and len(t) == 200
+    )
     assert np.allclose(np.diff(np.log(t[1:])), np.log(1e4) / 198)
     assert np.allclose(hl.save_times(10.0, 11, "linear"), np.arange(11.0))
     model = hl.Committee(K=2, M=2, activation="erf")
     init = hl.Overlaps.for_model(model, Q=np.eye(2) * 0.5, R=np.eye(2) * 0.1, T=np.eye(2))
-    traj = hl.solve(hl.derive(model), init=init, hyper=hl.Hyperparams(lr=0.5), t1=10.0, n_save=11, spacing="linear")
+    traj = hl.solve(
+        hl.derive(model),
+        init=init,
+        hyper=hl.Hyperparams(lr=0.5),
+        t1=10.0,
+        n_save=11,
+        spacing="linear",
+    )
     assert np.allclose(traj.observable("risk"), traj.risk)
     cos = traj.observable(lambda Q, R, v, T, vt: R / np.sqrt(np.outer(np.diag(Q), np.diag(T))))
     assert cos.shape == (11, 2, 2) and np.all(np.abs(cos) <= 1)
@@ -98,6 +127,8 @@ def test_save_times_and_observables():
 def test_tight_tolerances_are_accepted():
     model = hl.Committee(K=2, M=2, activation="erf")
     init = hl.Overlaps.for_model(model, Q=np.eye(2) * 0.5, R=np.eye(2) * 0.1, T=np.eye(2))
-    a = hl.solve(hl.derive(model), init=init, hyper=hl.Hyperparams(lr=0.5), t1=20.0, rtol=1e-12, atol=1e-14)
+    a = hl.solve(
+        hl.derive(model), init=init, hyper=hl.Hyperparams(lr=0.5), t1=20.0, rtol=1e-12, atol=1e-14
+    )
     b = hl.solve(hl.derive(model), init=init, hyper=hl.Hyperparams(lr=0.5), t1=20.0)
     assert rel_err(b.risk, a.risk) < 1e-8
