@@ -1,4 +1,4 @@
-"""Command-line interface: ``hildlimits derive|solve CONFIG.toml ...``.
+"""Command-line interface: ``hildlimits derive|solve|simulate|validate CONFIG.toml ...``.
 
 Exit codes: 0 success; 1 the dynamics diverged (the output is still written); 2 bad input.
 The CLI enables JAX float64 explicitly (``jax_enable_x64``) before any computation.
@@ -13,6 +13,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ._errors import ConfigError, SolveError
 
@@ -130,6 +132,162 @@ def cmd_solve(ns) -> int:
     return 0
 
 
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a comma-separated list of positive integers, got {text!r}"
+        ) from None
+    if not vals or any(v < 1 for v in vals):
+        raise ConfigError(
+            f"{name} must be a comma-separated list of positive integers, got {text!r}"
+        )
+    return vals
+
+
+def _simulate_kwargs(cfg) -> dict:
+    so = cfg.solve
+    kw = dict(
+        hyper=cfg.hyper,
+        t1=so.t1,
+        n_save=so.n_save,
+        spacing=so.spacing,
+        t_first=so.t_first,
+        divergence_bound=so.divergence_bound,
+    )
+    if cfg.random_init is not None:
+        kw["random_init"] = cfg.random_init
+        kw["init"] = cfg.init  # supplies v and v_teacher
+    else:
+        kw["init"] = cfg.init
+    return kw
+
+
+def _sim_json(sim, cfg) -> dict:
+    data = sim.to_dict()
+    data["meta"] = {
+        "config": cfg.resolved(),
+        "config_file": cfg.source,
+        "versions": _versions(),
+        "status": sim.status,
+        "device": __import__("jax").default_backend(),
+        "timings_s": sim.timings,
+    }
+    return data
+
+
+def cmd_simulate(ns) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import load_config
+    from ._simulate import simulate
+
+    cfg = load_config(ns.config)
+    out = Path(ns.out)
+    _check_writable(out, "--out")
+    if ns.seeds < 1:
+        raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
+    if ns.N < 1:
+        raise ConfigError(f"--N must be a positive integer, got {ns.N}")
+
+    def checkpoint(partial):
+        _write_json(out, _sim_json(partial, cfg))
+
+    sim = simulate(
+        cfg.model,
+        N=ns.N,
+        seeds=ns.seeds,
+        seed=ns.seed,
+        dtype=ns.dtype,
+        test_samples=ns.test_samples,
+        checkpoint=checkpoint,
+        progress=None,
+        **_simulate_kwargs(cfg),
+    )
+    _write_json(out, _sim_json(sim, cfg))
+    if len(sim.t):
+        print(
+            f"{sim.status}: N={sim.N}, {sim.seeds} seeds, risk(t={sim.t[-1]:.6g}) = {sim.risk_mean[-1]:.6e} "
+            f"± {sim.risk_std[-1]:.2e}; wrote {out}"
+        )
+    if sim.diverged:
+        print(f"error: the simulation {sim.status} (learning rate too large?)", file=sys.stderr)
+        return 1
+    if sim.status.startswith("interrupted"):
+        print(f"{sim.status}: partial results written to {out}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_validate(ns) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import load_config
+    from ._validate import SimulationStopped, Tolerance, plot_validation, validate
+
+    cfg = load_config(ns.config)
+    Ns = _int_list(ns.N, "--N")
+    if ns.seeds < 1:
+        raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
+    outdir = Path(ns.out)
+    if outdir.exists() and not outdir.is_dir():
+        raise ConfigError(f"--out {str(outdir)!r} exists and is not a directory")
+    _check_writable(outdir / "report.json", "--out")
+    tol = Tolerance(z_tol=ns.z_tol, rel_tol=ns.rel_tol, abs_tol=ns.abs_tol)
+    so = cfg.solve
+    solve_kwargs = {
+        k: getattr(so, k) for k in ("rtol", "atol", "solver", "max_steps", "divergence_bound")
+    }
+    try:
+        report, sims, odes = validate(
+            cfg.model,
+            Ns=Ns,
+            seeds=ns.seeds,
+            seed=ns.seed,
+            tolerance=tol,
+            solve_kwargs=solve_kwargs,
+            test_samples=ns.test_samples,
+            dtype=ns.dtype,
+            **_simulate_kwargs(cfg),
+        )
+    except SimulationStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if exc.simulation.diverged else 130
+    report["meta"] = {
+        "config": cfg.resolved(),
+        "config_file": cfg.source,
+        "versions": _versions(),
+        "device": jax.default_backend(),
+    }
+    report["curves"] = [
+        {
+            "N": sim.N,
+            "t": sim.t.tolist(),
+            "risk": sim.risk_mean.tolist(),
+            "risk_std": sim.risk_std.tolist(),
+            "risk_ode": np.mean([tr.risk for tr in trajs], axis=0).tolist(),
+        }
+        for sim, trajs in zip(sims, odes, strict=True)
+    ]
+    _write_json(outdir / "report.json", report)
+    plot_validation(
+        sims, odes, outdir / "risk.png", outdir / "overlaps.png", log_time=so.spacing == "log"
+    )
+    for p in report["per_N"]:
+        print(
+            f"N={p['N']:>7}: max |d| = {p['max_abs_deviation']:.3e}, mean |d| = {p['mean_abs_deviation']:.3e}, "
+            f"max |d|/se = {p['max_deviation_in_se']:.2f}, mean |d|/se = {p['mean_deviation_in_se']:.2f}"
+        )
+    if report["finite_size_exponent"] is not None:
+        print(f"finite-size fit: mean |d| ~ N^{report['finite_size_exponent']:.2f}")
+    print(("PASS: " if report["passed"] else "FAIL: ") + report["reason"])
+    print(f"wrote {outdir / 'report.json'}, {outdir / 'risk.png'}, {outdir / 'overlaps.png'}")
+    return 0 if report["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hildlimits", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,6 +304,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output JSON path")
     s.add_argument("--plot", help="also write a PNG of risk and overlaps")
     s.set_defaults(func=cmd_solve)
+    m = sub.add_parser("simulate", help="train finite networks with online SGD, write JSON")
+    m.add_argument("config")
+    m.add_argument("--N", type=int, required=True, help="input dimension")
+    m.add_argument("--seeds", type=int, default=8)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=None,
+        help="default: float64 on CPU, float32 on GPU",
+    )
+    m.add_argument(
+        "--test-samples",
+        type=int,
+        default=0,
+        help="Monte Carlo test error on this many held-out samples",
+    )
+    m.add_argument("--out", required=True)
+    m.set_defaults(func=cmd_simulate)
+    v = sub.add_parser("validate", help="ODE against simulations at several N; report.json + plots")
+    v.add_argument("config")
+    v.add_argument(
+        "--N", required=True, help="comma-separated input dimensions, e.g. 500,1000,2000"
+    )
+    v.add_argument("--seeds", type=int, default=8)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    v.add_argument("--test-samples", type=int, default=0)
+    v.add_argument(
+        "--z-tol", type=float, default=5.0, help="allowed deviation in seed standard errors"
+    )
+    v.add_argument("--rel-tol", type=float, default=0.02, help="plus this fraction of the ODE risk")
+    v.add_argument(
+        "--abs-tol", type=float, default=1e-5, help="plus this fraction of the peak ODE risk"
+    )
+    v.add_argument("--out", required=True, help="output directory")
+    v.set_defaults(func=cmd_validate)
     return p
 
 

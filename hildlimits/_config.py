@@ -89,6 +89,9 @@ class Config:
     init: Overlaps
     solve: SolveOptions
     source: str = "<dict>"
+    random_init: object = (
+        None  # RandomInit when [init.random] is given (the simulator redraws at its N)
+    )
 
     def resolved(self) -> dict:
         """The configuration with every default filled in (for ``meta`` in outputs)."""
@@ -112,6 +115,16 @@ class Config:
                 "v_teacher": self.init.v_teacher.tolist(),
             },
             "solve": {k: v for k, v in self.solve.as_kwargs().items() if v is not None},
+            **(
+                {
+                    "init_random": {
+                        "student_std": self.random_init.student_std,
+                        "teacher_std": self.random_init.teacher_std,
+                    }
+                }
+                if self.random_init is not None
+                else {}
+            ),
         }
 
 
@@ -235,7 +248,17 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
             v_teacher=ini.get("v_teacher"),
         )
     solve = _solve_options(so)
-    return Config(model=model, hyper=hyper, init=init, solve=solve, source=source)
+    random_init = None
+    if "random" in ini:
+        from ._simulate import RandomInit
+
+        spec = ini["random"]
+        random_init = RandomInit(
+            student_std=spec.get("student_std", 1.0), teacher_std=spec.get("teacher_std", 1.0)
+        )
+    return Config(
+        model=model, hyper=hyper, init=init, solve=solve, source=source, random_init=random_init
+    )
 
 
 def _solve_options(so: dict) -> SolveOptions:

@@ -209,7 +209,7 @@ def solve(
     *,
     init: Overlaps,
     hyper: Hyperparams,
-    t1: float,
+    t1: float | None = None,
     n_save: int = 200,
     spacing: str = "log",
     t_first: float | None = None,
@@ -219,6 +219,7 @@ def solve(
     max_steps: int = 1_000_000,
     divergence_bound: float = 1e8,
     steady_state: float | None = None,
+    ts=None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs of ``system`` from ``init`` to ``t1`` in float64.
 
@@ -238,6 +239,8 @@ def solve(
             ``divergence_bound``, or anything becomes non-finite.
         steady_state: if given, stop with status ``"steady state at t=..."`` once every entry of
             ``d(state)/dt`` is below this value in magnitude.
+        ts: explicit save times (increasing, from 0 or later); overrides ``t1``, ``n_save``,
+            ``spacing`` and ``t_first`` (used to match a simulation's times).
 
     Returns:
         :class:`Trajectory` (rows after an early stop are dropped; the stopping state is the
@@ -259,6 +262,19 @@ def solve(
         raise TypeError(f"init must be hildlimits.Overlaps, got {type(init).__name__}")
     if not isinstance(hyper, Hyperparams):
         raise TypeError(f"hyper must be hildlimits.Hyperparams, got {type(hyper).__name__}")
+    if ts is not None:
+        ts = np.asarray(ts, dtype=np.float64)
+        if (
+            ts.ndim != 1
+            or len(ts) < 2
+            or not np.all(np.isfinite(ts))
+            or ts[0] < 0
+            or np.any(np.diff(ts) <= 0)
+        ):
+            raise ConfigError(f"ts must be at least two increasing finite times >= 0, got {ts!r}")
+        t1, n_save, t_first = float(ts[-1]), len(ts), None
+    elif t1 is None:
+        raise ConfigError("solve needs t1 (or explicit save times ts)")
     check_solve_options(
         t1=t1,
         n_save=n_save,
@@ -271,6 +287,8 @@ def solve(
         divergence_bound=divergence_bound,
         steady_state=steady_state,
     )
+    if not isinstance(ts, np.ndarray):
+        ts = save_times(float(t1), int(n_save), spacing, t_first)
     K, M = init.K, init.M
     trained = system.structure["train_second_layer"]
     key = ("solve", K, M, n_save, solver, max_steps, steady_state is not None)
@@ -288,7 +306,7 @@ def solve(
         args["_state_bound"] = jnp.asarray(divergence_bound * scale)
         args["_risk_bound"] = jnp.asarray(float(divergence_bound))
         args["_steady_tol"] = jnp.asarray(steady_state if steady_state is not None else 0.0)
-        ts = jnp.asarray(save_times(float(t1), int(n_save), spacing, t_first))
+        ts = jnp.asarray(ts)
         out = jax.device_get(run(y0, args, ts, jnp.asarray(float(rtol)), jnp.asarray(float(atol))))
     return _trajectory(system, init, hyper, out, float(t1), max_steps)
 
