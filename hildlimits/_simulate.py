@@ -446,7 +446,7 @@ def simulate(
                     )
                 )
                 if test_samples:
-                    k = jax.vmap(lambda kk: jax.random.fold_in(kk, current))(test_keys)
+                    k = jax.vmap(jax.random.fold_in, in_axes=(0, None))(test_keys, current)
                     rec["test"].append(
                         np.asarray(test_error(W, Ws, v, k, params, int(test_samples)), np.float64)
                     )

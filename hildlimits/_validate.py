@@ -195,7 +195,7 @@ def plot_validation(sims, odes, risk_path, overlaps_path, *, log_time: bool = Tr
     fig, ax = plt.subplots(figsize=(7, 4.8))
     colors = plt.cm.viridis(np.linspace(0.1, 0.85, len(sims)))
     all_risk = []
-    for sim, trajs, c in zip(sims, odes, colors, strict=True):
+    for sim, c in zip(sims, colors, strict=True):
         sel = sim.t > 0 if log_time else slice(None)
         m, s = sim.risk_mean[sel], sim.risk_std[sel]
         ax.plot(sim.t[sel], m, color=c, lw=1.5, label=f"simulation N={sim.N} ({sim.seeds} seeds)")
