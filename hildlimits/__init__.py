@@ -14,7 +14,12 @@ from ._gaussian import gaussian_expectation as gaussian_expectation
 from ._model import Committee as Committee
 from ._model import Hyperparams as Hyperparams
 from ._model import Overlaps as Overlaps
+from ._simulate import RandomInit as RandomInit
+from ._simulate import Simulation as Simulation
+from ._simulate import simulate as simulate
 from ._solve import Trajectory as Trajectory
 from ._solve import save_times as save_times
 from ._solve import solve as solve
+from ._validate import Tolerance as Tolerance
+from ._validate import validate as validate
 from ._version import __version__ as __version__
