@@ -1,4 +1,4 @@
-"""Command-line interface: ``hildlimits derive|solve|simulate|validate CONFIG.toml ...``.
+"""Command-line interface: ``hildlimits derive|solve|simulate|validate|sweep|grad CONFIG.toml ...``.
 
 Exit codes: 0 success; 1 the dynamics diverged (the output is still written); 2 bad input.
 The CLI enables JAX float64 explicitly (``jax_enable_x64``) before any computation.
@@ -288,6 +288,123 @@ def cmd_validate(ns) -> int:
     return 0 if report["passed"] else 1
 
 
+def cmd_sweep(ns) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import load_config
+    from ._derive import derive
+    from ._sweep import parse_param, plot_sweep, sweep
+
+    cfg = load_config(ns.config)
+    params = {}
+    for spec in ns.param:
+        name, values = parse_param(spec)
+        if name in params:
+            raise ConfigError(f"--param {name} is given twice")
+        params[name] = values
+    if ns.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {ns.batch_size}")
+    outdir = Path(ns.out)
+    if outdir.exists() and not outdir.is_dir():
+        raise ConfigError(f"--out {str(outdir)!r} exists and is not a directory")
+    _check_writable(outdir / "sweep.json", "--out")
+    so = cfg.solve
+    system = derive(cfg.model)
+    try:
+        res = sweep(
+            system,
+            init=cfg.init,
+            hyper=cfg.hyper,
+            params=params,
+            t1=so.t1,
+            n_save=so.n_save,
+            spacing=so.spacing,
+            t_first=so.t_first,
+            rtol=so.rtol,
+            atol=so.atol,
+            solver=so.solver,
+            max_steps=so.max_steps,
+            divergence_bound=so.divergence_bound,
+            lr_tied=cfg.lr_tied,
+            batch_size=ns.batch_size,
+            shard=not ns.no_shard,
+            store=outdir,
+            distributed=ns.distributed,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished batches are kept in {outdir}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    if jax.process_index() != 0:
+        return 0
+    data = res.to_dict()
+    data["meta"] = {
+        "config": cfg.resolved(),
+        "config_file": cfg.source,
+        "versions": _versions(),
+        "devices": [str(d) for d in jax.devices()],
+    }
+    _write_json(outdir / "sweep.json", data)
+    plot_sweep(res, outdir / "sweep.png", log_time=so.spacing == "log")
+    n_div = sum(s.startswith("diverged") for s in res.status)
+    n_bad = sum(not (s == "ok" or s.startswith("diverged")) for s in res.status)
+    print(
+        f"{len(res.points)} points: {len(res.points) - n_div - n_bad} ok, {n_div} diverged"
+        + (f", {n_bad} other" if n_bad else "")
+        + f"; wrote {outdir / 'sweep.json'} and {outdir / 'sweep.png'}"
+    )
+    return 0
+
+
+def cmd_grad(ns) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import load_config
+    from ._derive import derive
+    from ._grad import gradient
+
+    cfg = load_config(ns.config)
+    out = Path(ns.out)
+    _check_writable(out, "--out")
+    wrt = [w.strip() for w in ns.wrt.split(",") if w.strip()]
+    so = cfg.solve
+    value, grads = gradient(
+        derive(cfg.model),
+        init=cfg.init,
+        hyper=cfg.hyper,
+        wrt=wrt,
+        t1=so.t1,
+        observable=ns.observable,
+        lr_tied=cfg.lr_tied,
+        rtol=so.rtol,
+        atol=so.atol,
+        solver=so.solver,
+        max_steps=min(so.max_steps, ns.max_steps),
+    )
+    data = {
+        "risk": value,
+        "observable": "risk at t1" if ns.observable == "final" else "time-averaged risk on [0, t1]",
+        "grad": {
+            k: (v if isinstance(v, float) else np.asarray(v).tolist()) for k, v in grads.items()
+        },
+        "meta": {
+            "config": cfg.resolved(),
+            "config_file": cfg.source,
+            "versions": _versions(),
+            "wrt": wrt,
+        },
+    }
+    _write_json(out, data)
+    print(f"{data['observable']} = {value:.6e}")
+    for k, v in grads.items():
+        print(f"  d/d {k} = {v if isinstance(v, float) else np.asarray(v).tolist()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hildlimits", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -341,6 +458,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--out", required=True, help="output directory")
     v.set_defaults(func=cmd_validate)
+    w = sub.add_parser("sweep", help="solve on a grid of parameters; sweep.json + sweep.png")
+    w.add_argument("config")
+    w.add_argument(
+        "--param",
+        action="append",
+        required=True,
+        help="name=a:b:n (linear), name=log:a:b:n or name=x,y,z; repeat for a grid",
+    )
+    w.add_argument(
+        "--out", required=True, help="output directory (also holds partial results for resuming)"
+    )
+    w.add_argument("--batch-size", type=int, default=256)
+    w.add_argument(
+        "--no-shard", action="store_true", help="do not shard batches over local devices"
+    )
+    w.add_argument(
+        "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)"
+    )
+    w.set_defaults(func=cmd_sweep)
+    gr = sub.add_parser("grad", help="gradient of the risk at t1 with respect to parameters")
+    gr.add_argument("config")
+    gr.add_argument(
+        "--wrt", required=True, help="comma-separated names, e.g. training.lr,model.noise,init.R"
+    )
+    gr.add_argument("--observable", choices=["final", "mean"], default="final")
+    gr.add_argument(
+        "--max-steps", type=int, default=100_000, help="step budget of the differentiated solve"
+    )
+    gr.add_argument("--out", required=True)
+    gr.set_defaults(func=cmd_grad)
     return p
 
 

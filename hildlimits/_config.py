@@ -89,9 +89,10 @@ class Config:
     init: Overlaps
     solve: SolveOptions
     source: str = "<dict>"
-    random_init: object = (
-        None  # RandomInit when [init.random] is given (the simulator redraws at its N)
-    )
+    # RandomInit when [init.random] is given (the simulator redraws at its N)
+    random_init: object = None
+    # training.lr_second_layer not given: it follows training.lr in sweeps and gradients
+    lr_tied: bool = False
 
     def resolved(self) -> dict:
         """The configuration with every default filled in (for ``meta`` in outputs)."""
@@ -257,7 +258,13 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
             student_std=spec.get("student_std", 1.0), teacher_std=spec.get("teacher_std", 1.0)
         )
     return Config(
-        model=model, hyper=hyper, init=init, solve=solve, source=source, random_init=random_init
+        model=model,
+        hyper=hyper,
+        init=init,
+        solve=solve,
+        source=source,
+        random_init=random_init,
+        lr_tied="lr_second_layer" not in tr,
     )
 
 

@@ -71,17 +71,42 @@ class Grid:
                 self.idx[name] = arr.reshape(shape)
                 self.axis[name] = ax
             self.shape.append(length)
+        self.paired = {name for pair in pairs for name in pair}
         self.free = [name for name, _ in free]
         self.free_pair = next(((a, b) for a, b in pairs if a in self.free), None)
         self.free_size = [size[kinds[name]] for name in self.free]
         self.dummy_axes = tuple(sorted({self.axis[name] for name, _ in dummies}))
 
+    def _place(self, block, a: str, b: str):
+        """Put a ``(n_a, n_b)`` block (``a``, ``b`` on unpaired axes) onto the grid."""
+        shape = [1] * self.ndim
+        if a == b:
+            shape[self.axis[a]] = self.shape[self.axis[a]]
+            return jnp.diagonal(block).reshape(shape)
+        shape[self.axis[a]] = block.shape[0]
+        shape[self.axis[b]] = block.shape[1]
+        if self.axis[a] > self.axis[b]:
+            block = block.T
+        return block.reshape(shape)
+
     def cov(self, omega, a: str, b: str):
         """Covariance of the fields of indices ``a`` and ``b`` on the grid."""
+        if a not in self.paired and b not in self.paired:
+            # static slices instead of gathers (much cheaper, notably under vmap)
+            oa, ob = self.offset[a], self.offset[b]
+            na, nb = self.shape[self.axis[a]], self.shape[self.axis[b]]
+            return self._place(omega[oa : oa + na, ob : ob + nb], a, b)
         return omega[self.offset[a] + self.idx[a], self.offset[b] + self.idx[b]]
 
     def param(self, array, *names: str):
         """``array[names...]`` on the grid (e.g. ``v_j`` or ``Q_ik``)."""
+        if not any(n in self.paired for n in names):
+            if len(names) == 1:
+                shape = [1] * self.ndim
+                shape[self.axis[names[0]]] = array.shape[0]
+                return array.reshape(shape)
+            if len(names) == 2:
+                return self._place(array, *names)
         return array[tuple(self.idx[name] for name in names)]
 
     def delta(self, a: str, b: str):

@@ -151,9 +151,31 @@ def check_solve_options(
         _check_positive("solve.steady_state", steady_state)
 
 
-def _build(system, K: int, M: int, n_save: int, solver: str, max_steps: int, steady: bool):
+def _build(
+    system,
+    K: int,
+    M: int,
+    n_save: int,
+    solver: str,
+    max_steps: int,
+    steady: bool,
+    schedule: bool = False,
+):
+    """The (un-jitted) solve ``run(y0, args, ts, rtol, atol) -> dict`` for these static options.
+
+    With ``schedule``, ``args["_sched_edges"]`` (increasing times) and ``args["_sched_values"]``
+    (one more value) make the first-layer learning rate piecewise constant in time, and the
+    step-size controller steps exactly onto the edges.
+    """
     module = system.module
-    vf, risk_fn = module.vector_field, module.risk
+    risk_fn = module.risk
+    if schedule:
+
+        def vf(t, y, args):
+            idx = jnp.searchsorted(args["_sched_edges"], t, side="right")
+            return module.vector_field(t, y, {**args, "eta": args["_sched_values"][idx]})
+    else:
+        vf = module.vector_field
 
     def diverged(t, y, args, **kwargs):
         leaves = jax.tree.leaves(y)
@@ -169,8 +191,10 @@ def _build(system, K: int, M: int, n_save: int, solver: str, max_steps: int, ste
 
     event = diffrax.Event((diverged, stationary) if steady else diverged)
 
-    @jax.jit
     def run(y0, args, ts, rtol, atol):
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        if schedule:
+            controller = diffrax.ClipStepSizeController(controller, jump_ts=args["_sched_edges"])
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),
             _SOLVERS[solver](),
@@ -180,7 +204,7 @@ def _build(system, K: int, M: int, n_save: int, solver: str, max_steps: int, ste
             y0=y0,
             args=args,
             saveat=diffrax.SaveAt(subs=(diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True))),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            stepsize_controller=controller,
             event=event,
             max_steps=max_steps,
             throw=False,
@@ -289,26 +313,59 @@ def solve(
     )
     if not isinstance(ts, np.ndarray):
         ts = save_times(float(t1), int(n_save), spacing, t_first)
-    K, M = init.K, init.M
-    trained = system.structure["train_second_layer"]
-    key = ("solve", K, M, n_save, solver, max_steps, steady_state is not None)
     with jax.enable_x64(True):
-        if key not in system._jax:
-            system._jax[key] = _build(
-                system, K, M, n_save, solver, max_steps, steady_state is not None
-            )
-        run = system._jax[key]
-        y0 = {"Q": jnp.asarray(init.Q), "R": jnp.asarray(init.R)}
-        if trained:
-            y0["v"] = jnp.asarray(init.v)
-        args = _args(system, hyper, init.T, init.v_teacher, init.v)
-        scale = 1.0 + max(float(np.abs(a).max()) for a in (init.Q, init.R, init.T, init.v))
-        args["_state_bound"] = jnp.asarray(divergence_bound * scale)
-        args["_risk_bound"] = jnp.asarray(float(divergence_bound))
-        args["_steady_tol"] = jnp.asarray(steady_state if steady_state is not None else 0.0)
-        ts = jnp.asarray(ts)
-        out = jax.device_get(run(y0, args, ts, jnp.asarray(float(rtol)), jnp.asarray(float(atol))))
-    return _trajectory(system, init, hyper, out, float(t1), max_steps)
+        run = compiled(system, init.K, init.M, len(ts), solver, max_steps, steady_state is not None)
+        y0, args = problem(
+            system, init, hyper, divergence_bound=divergence_bound, steady_state=steady_state
+        )
+        out = jax.device_get(
+            run(y0, args, jnp.asarray(ts), jnp.asarray(float(rtol)), jnp.asarray(float(atol)))
+        )
+    return _trajectory(system, init, hyper, out, float(ts[-1]), max_steps)
+
+
+def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, schedule=False):
+    """Jitted solve function for these static options, cached on the system."""
+    key = ("solve", K, M, n_save, solver, max_steps, steady, batched, schedule)
+    if key not in system._jax:
+        run = _build(system, K, M, n_save, solver, max_steps, steady, schedule)
+        system._jax[key] = jax.jit(
+            jax.vmap(run, in_axes=(0, 0, None, None, None)) if batched else run
+        )
+    return system._jax[key]
+
+
+def problem(system, init: Overlaps, hyper: Hyperparams, *, divergence_bound=1e8, steady_state=None):
+    """Initial state ``y0`` and ``args`` of the generated vector field (float64 NumPy arrays)."""
+    f64 = np.float64
+    y0 = {"Q": np.asarray(init.Q, f64), "R": np.asarray(init.R, f64)}
+    if system.structure["train_second_layer"]:
+        y0["v"] = np.asarray(init.v, f64)
+    args = {"T": np.asarray(init.T, f64), "v_teacher": np.asarray(init.v_teacher, f64)}
+    args.update({k: f64(x) for k, x in hyper.as_args().items()})
+    if not system.structure["train_second_layer"]:
+        args["v"] = np.asarray(init.v, f64)
+    scale = 1.0 + max(float(np.abs(a).max()) for a in (init.Q, init.R, init.T, init.v))
+    args["_state_bound"] = f64(divergence_bound * scale)
+    args["_risk_bound"] = f64(divergence_bound)
+    args["_steady_tol"] = f64(steady_state if steady_state is not None else 0.0)
+    return y0, args
+
+
+def status_of(out) -> str:
+    """Status line of one solve output (``"ok"``, ``"diverged at t=..."``, ...)."""
+    t_stop = float(np.asarray(out["ts"])[-1])
+    if bool(out["max_steps"]):
+        return f"max_steps reached at t={t_stop:.6g}"
+    if bool(out["event"]):
+        return (
+            f"diverged at t={t_stop:.6g}"
+            if bool(out["diverged"])
+            else f"steady state at t={t_stop:.6g}"
+        )
+    if not bool(out["ok"]):
+        return f"solver failed at t={t_stop:.6g}"
+    return "ok"
 
 
 def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
@@ -323,13 +380,7 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
         raise SolveError(
             f"the solver failed at t={t_stop:.6g} (step size collapsed); the dynamics may be stiff or diverging"
         )
-    status = "ok"
-    if bool(out["event"]):
-        status = (
-            f"diverged at t={t_stop:.6g}"
-            if bool(out["diverged"])
-            else f"steady state at t={t_stop:.6g}"
-        )
+    status = status_of(out)
     keep = ts[:-1] < t_stop if status != "ok" else np.ones(len(ts) - 1, bool)
     rows = (
         np.concatenate([np.nonzero(keep)[0], [len(ts) - 1]])
