@@ -15,6 +15,7 @@ simulation dtype.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -161,7 +162,7 @@ def block_size(N: int) -> int:
     return int(max(1, min(256, (1 << 22) // (N + 1))))
 
 
-def _make_kernels(model: Committee, N: int, dtype, trained: bool):
+def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool = False):
     g = get_activation(model.activation).jax_function(0)
     dg = get_activation(model.activation).jax_function(1)
     gs = get_activation(model.teacher_activation).jax_function(0)
@@ -172,7 +173,6 @@ def _make_kernels(model: Committee, N: int, dtype, trained: bool):
 
     def advance_one(W, Ws, v, div, key, start, stop, p):
         vs = p["v_teacher"]
-        decay = 1 - p["eta"] * p["kappa"] / N
 
         def block(b, carry):
             # the inputs of steps b*B .. b*B+B-1 (drawn at once: far cheaper than per step)
@@ -187,7 +187,14 @@ def _make_kernels(model: Committee, N: int, dtype, trained: bool):
                 gl = g(lam)
                 d = v @ gl - (vs @ gs(nu) + p["sigma"] * zeta)
                 ok = jnp.isfinite(d) & (jnp.abs(d) < p["bound"])
-                W = W * decay - (p["eta"] / sqrtN) * (d * v * dg(lam))[:, None] * x[None, :]
+                if schedule:  # piecewise-constant eta(t), t = s / N
+                    eta = p["sched_values"][jnp.searchsorted(p["sched_edges"], s / N, side="right")]
+                else:
+                    eta = p["eta"]
+                W = (
+                    W * (1 - eta * p["kappa"] / N)
+                    - (eta / sqrtN) * (d * v * dg(lam))[:, None] * x[None, :]
+                )
                 if trained:
                     v = v - (p["eta_v"] / N) * d * gl
                 div = jnp.where((div < 0) & ~ok, s, div)
@@ -260,6 +267,7 @@ def simulate(
     progress: bool | None = None,
     checkpoint: Callable[[Simulation], None] | None = None,
     checkpoint_every: float = 30.0,
+    lr_schedule=None,
 ) -> Simulation:
     r"""Train ``seeds`` finite networks of input dimension ``N`` with online SGD.
 
@@ -281,6 +289,8 @@ def simulate(
         progress: show a progress bar (default: when stderr is a terminal).
         checkpoint: called with the partial :class:`Simulation` every ``checkpoint_every``
             seconds (e.g. to write it to disk).
+        lr_schedule: a :class:`~hildlimits.Schedule` for the first-layer learning rate
+            (``hyper.lr`` is then ignored), evaluated at ``t = step / N``.
 
     Returns:
         :class:`Simulation`. Ctrl-C ends the run early with status ``"interrupted at t=..."``,
@@ -325,6 +335,9 @@ def simulate(
         divergence_bound=divergence_bound,
         steady_state=None,
     )
+    if lr_schedule is not None and len(lr_schedule.edges) == 0:  # a constant schedule
+        hyper = dataclasses.replace(hyper, lr=float(lr_schedule.values[0]))
+        lr_schedule = None
     ts = save_times(float(t1), int(n_save), spacing, t_first)
     steps = np.unique(np.round(ts * N).astype(np.int64))
 
@@ -346,7 +359,9 @@ def simulate(
     # threefry in its non-partitionable form is ~25% faster on CPU; it is scoped to this call
     with jax.enable_x64(True), jax.threefry_partitionable(False):
         jdt = jnp.dtype(dtype)
-        advance, overlaps, test_error = _make_kernels(model, N, jdt, trained)
+        advance, overlaps, test_error = _make_kernels(
+            model, N, jdt, trained, lr_schedule is not None
+        )
         W = jnp.asarray(np.stack(W_l), jdt)
         Ws = jnp.asarray(np.stack(Ws_l), jdt)
         v = jnp.asarray(np.tile(v0, (seeds, 1)), jdt)
@@ -367,6 +382,9 @@ def simulate(
             "v_teacher": jnp.asarray(vt, jdt),
             "bound": jnp.asarray(divergence_bound, jdt),
         }
+        if lr_schedule is not None:
+            params["sched_edges"] = jnp.asarray(lr_schedule.edges, jnp.float64)
+            params["sched_values"] = jnp.asarray(lr_schedule.values, jdt)
         risk_fn = jax.jit(
             jax.vmap(
                 lambda Q, R, T, v_: system.module.risk(

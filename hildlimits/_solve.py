@@ -10,6 +10,7 @@ float64) where the escape time matters.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -244,6 +245,7 @@ def solve(
     divergence_bound: float = 1e8,
     steady_state: float | None = None,
     ts=None,
+    lr_schedule=None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs of ``system`` from ``init`` to ``t1`` in float64.
 
@@ -265,6 +267,9 @@ def solve(
             ``d(state)/dt`` is below this value in magnitude.
         ts: explicit save times (increasing, from 0 or later); overrides ``t1``, ``n_save``,
             ``spacing`` and ``t_first`` (used to match a simulation's times).
+        lr_schedule: a :class:`~hildlimits.Schedule`: the first-layer learning rate becomes
+            piecewise constant in time (``hyper.lr`` is then ignored); the solver steps onto its
+            edges exactly.
 
     Returns:
         :class:`Trajectory` (rows after an early stop are dropped; the stopping state is the
@@ -313,11 +318,26 @@ def solve(
     )
     if not isinstance(ts, np.ndarray):
         ts = save_times(float(t1), int(n_save), spacing, t_first)
+    if lr_schedule is not None and len(lr_schedule.edges) == 0:  # a constant schedule
+        hyper = dataclasses.replace(hyper, lr=float(lr_schedule.values[0]))
+        lr_schedule = None
     with jax.enable_x64(True):
-        run = compiled(system, init.K, init.M, len(ts), solver, max_steps, steady_state is not None)
+        run = compiled(
+            system,
+            init.K,
+            init.M,
+            len(ts),
+            solver,
+            max_steps,
+            steady_state is not None,
+            schedule=lr_schedule is not None,
+        )
         y0, args = problem(
             system, init, hyper, divergence_bound=divergence_bound, steady_state=steady_state
         )
+        if lr_schedule is not None:
+            args["_sched_edges"] = np.asarray(lr_schedule.edges, np.float64)
+            args["_sched_values"] = np.asarray(lr_schedule.values, np.float64)
         out = jax.device_get(
             run(y0, args, jnp.asarray(ts), jnp.asarray(float(rtol)), jnp.asarray(float(atol)))
         )
