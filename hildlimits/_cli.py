@@ -50,6 +50,25 @@ def _check_writable(path: Path, what: str) -> None:
         raise ConfigError(f"{what}: directory {str(parent)!r} is not writable")
 
 
+def _outdir(path: str, name: str = "--out") -> Path:
+    """A writable output directory (created if needed)."""
+    outdir = Path(path)
+    if outdir.exists() and not outdir.is_dir():
+        raise ConfigError(f"{name} {str(outdir)!r} exists and is not a directory")
+    _check_writable(outdir / "x", name)
+    return outdir
+
+
+def _load(ns):
+    """Enable float64 (explicitly, the CLI's policy) and load the config."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import load_config
+
+    return load_config(ns.config)
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -60,10 +79,9 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def cmd_derive(ns) -> int:
-    from ._config import load_config
     from ._derive import derive
 
-    cfg = load_config(ns.config)
+    cfg = _load(ns)
     system = derive(cfg.model)
     if ns.source:
         text = system.source
@@ -83,15 +101,12 @@ def cmd_derive(ns) -> int:
 
 
 def cmd_solve(ns) -> int:
-    import jax
 
-    jax.config.update("jax_enable_x64", True)
     from ._cache import cache_key
-    from ._config import load_config
     from ._derive import derive
     from ._solve import solve
 
-    cfg = load_config(ns.config)
+    cfg = _load(ns)
     out = Path(ns.out)
     _check_writable(out, "--out")
     if ns.plot:
@@ -178,13 +193,10 @@ def _sim_json(sim, cfg) -> dict:
 
 
 def cmd_simulate(ns) -> int:
-    import jax
 
-    jax.config.update("jax_enable_x64", True)
-    from ._config import load_config
     from ._simulate import simulate
 
-    cfg = load_config(ns.config)
+    cfg = _load(ns)
     out = Path(ns.out)
     _check_writable(out, "--out")
     if ns.seeds < 1:
@@ -224,18 +236,13 @@ def cmd_simulate(ns) -> int:
 def cmd_validate(ns) -> int:
     import jax
 
-    jax.config.update("jax_enable_x64", True)
-    from ._config import load_config
     from ._validate import SimulationStopped, Tolerance, plot_validation, validate
 
-    cfg = load_config(ns.config)
+    cfg = _load(ns)
     Ns = _int_list(ns.N, "--N")
     if ns.seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
-    outdir = Path(ns.out)
-    if outdir.exists() and not outdir.is_dir():
-        raise ConfigError(f"--out {str(outdir)!r} exists and is not a directory")
-    _check_writable(outdir / "report.json", "--out")
+    outdir = _outdir(ns.out)
     tol = Tolerance(z_tol=ns.z_tol, rel_tol=ns.rel_tol, abs_tol=ns.abs_tol)
     so = cfg.solve
     solve_kwargs = {
@@ -291,12 +298,10 @@ def cmd_validate(ns) -> int:
 def cmd_sweep(ns) -> int:
     import jax
 
-    jax.config.update("jax_enable_x64", True)
-    from ._config import load_config
     from ._derive import derive
     from ._sweep import parse_param, plot_sweep, sweep
 
-    cfg = load_config(ns.config)
+    cfg = _load(ns)
     params = {}
     for spec in ns.param:
         name, values = parse_param(spec)
@@ -305,10 +310,7 @@ def cmd_sweep(ns) -> int:
         params[name] = values
     if ns.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {ns.batch_size}")
-    outdir = Path(ns.out)
-    if outdir.exists() and not outdir.is_dir():
-        raise ConfigError(f"--out {str(outdir)!r} exists and is not a directory")
-    _check_writable(outdir / "sweep.json", "--out")
+    outdir = _outdir(ns.out)
     so = cfg.solve
     system = derive(cfg.model)
     try:
@@ -360,14 +362,11 @@ def cmd_sweep(ns) -> int:
 
 
 def cmd_grad(ns) -> int:
-    import jax
 
-    jax.config.update("jax_enable_x64", True)
-    from ._config import load_config
     from ._derive import derive
     from ._grad import gradient
 
-    cfg = load_config(ns.config)
+    cfg = _load(ns)
     out = Path(ns.out)
     _check_writable(out, "--out")
     wrt = [w.strip() for w in ns.wrt.split(",") if w.strip()]
@@ -406,20 +405,14 @@ def cmd_grad(ns) -> int:
 
 
 def cmd_optimize_schedule(ns) -> int:
-    import jax
 
-    jax.config.update("jax_enable_x64", True)
-    from ._config import load_config
     from ._derive import derive
     from ._schedule import Schedule, optimize_schedule
     from ._simulate import simulate
     from ._solve import solve
 
-    cfg = load_config(ns.config)
-    outdir = Path(ns.out)
-    if outdir.exists() and not outdir.is_dir():
-        raise ConfigError(f"--out {str(outdir)!r} exists and is not a directory")
-    _check_writable(outdir / "schedule.json", "--out")
+    cfg = _load(ns)
+    outdir = _outdir(ns.out)
     if ns.N < 1 or ns.seeds < 1:
         raise ConfigError(f"--N and --seeds must be positive integers, got {ns.N} and {ns.seeds}")
     so = cfg.solve
