@@ -43,7 +43,6 @@ def _expectation_function(entry) -> list[str]:
 
 
 def _term_lines(term, free, out: str, system_exps) -> list[str]:
-    names = [str(s) for s, _ in free]
     free_spec = tuple((str(s), kd) for s, kd in free)
     dummies = tuple((str(s), kd) for s, kd in term.dummies)
     pairs = tuple((str(a), str(b)) for a, b in term.symmetric_pairs)
@@ -70,7 +69,6 @@ def _term_lines(term, free, out: str, system_exps) -> list[str]:
             kw.append(f"{sym.name}=G.cov(omega, {str(term.labels[a])!r}, {str(term.labels[b])!r})")
         value = f"({value}) * {entry.name}({', '.join(kw)})"
     lines.append(f"    {out} = {out} + G.reduce({value})")
-    del names
     return lines
 
 
@@ -124,7 +122,7 @@ def generate_source(system) -> str:
     for entry in system.expectations:
         lines += _expectation_function(entry) + ["", ""]
 
-    def unpack(with_state: bool) -> list[str]:
+    def unpack() -> list[str]:
         out = [
             '    Q, R = y["Q"], y["R"]',
             '    v = y["v"]' if trained else '    v = args["v"]',
@@ -133,7 +131,6 @@ def generate_source(system) -> str:
             "    K, M = Q.shape[0], T.shape[0]",
             "    omega = overlap_matrix(Q, R, T)",
         ]
-        del with_state
         return out
 
     shapes = {"Q": "(K, K)", "R": "(K, M)", "v": "(K,)"}
@@ -148,7 +145,7 @@ def generate_source(system) -> str:
         "",
     ]
     for obs in system.observables:
-        lines += [f"def {obs.name}(y, args):", f'    """Observable {obs.name}."""'] + unpack(False)
+        lines += [f"def {obs.name}(y, args):", f'    """Observable {obs.name}."""'] + unpack()
         lines += _equation_lines(obs, exps, obs.name, "()")
         lines += [f"    return {obs.name}", "", ""]
     return "\n".join(lines).rstrip() + "\n"
