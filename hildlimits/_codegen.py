@@ -134,9 +134,8 @@ def generate_source(system) -> str:
         return out
 
     shapes = {"Q": "(K, K)", "R": "(K, M)", "v": "(K,)"}
-    lines += ["def vector_field(t, y, args):", '    """Right-hand side d(state)/dt."""'] + unpack(
-        True
-    )
+    lines += ["def vector_field(t, y, args):", '    """Right-hand side d(state)/dt."""']
+    lines += unpack()
     for eq in system.equations:
         lines += _equation_lines(eq, exps, "d" + eq.name, shapes[eq.name])
     lines += [
