@@ -162,6 +162,29 @@ def block_size(N: int) -> int:
     return int(max(1, min(256, (1 << 22) // (N + 1))))
 
 
+def _risk_kernel(system):
+    """Closed-form risk of measured overlaps, vmapped over seeds (cached on the system)."""
+    key = ("simulate-risk",)
+    if key not in system._jax:
+
+        def one(Q, R, T, v, vt):
+            zero = jnp.zeros((), Q.dtype)
+            args = {
+                "T": T,
+                "v_teacher": vt,
+                "v": v,
+                "eta": zero,
+                "eta_v": zero,
+                "sigma": zero,
+                "kappa": zero,
+            }
+            return system.module.risk({"Q": Q, "R": R, "v": v}, args)
+
+        system._jax[key] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
+    return system._jax[key]
+
+
+@functools.lru_cache(maxsize=32)
 def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool = False):
     g = get_activation(model.activation).jax_function(0)
     dg = get_activation(model.activation).jax_function(1)
@@ -385,22 +408,7 @@ def simulate(
         if lr_schedule is not None:
             params["sched_edges"] = jnp.asarray(lr_schedule.edges, jnp.float64)
             params["sched_values"] = jnp.asarray(lr_schedule.values, jdt)
-        risk_fn = jax.jit(
-            jax.vmap(
-                lambda Q, R, T, v_: system.module.risk(
-                    {"Q": Q, "R": R, "v": v_},
-                    {
-                        "T": T,
-                        "v_teacher": jnp.asarray(vt),
-                        "v": v_,
-                        "eta": 0.0,
-                        "eta_v": 0.0,
-                        "sigma": 0.0,
-                        "kappa": 0.0,
-                    },
-                )
-            )
-        )
+        risk_fn = _risk_kernel(system)
         test_keys = jax.vmap(
             lambda s: jax.random.fold_in(jax.random.key(int(seed) + 1_000_003), s)
         )(jnp.arange(seeds))
@@ -457,11 +465,7 @@ def simulate(
                 rec["R"].append(Rn)
                 rec["v"].append(vn)
                 rec["risk"].append(
-                    np.asarray(
-                        risk_fn(
-                            jnp.asarray(Qn), jnp.asarray(Rn), jnp.asarray(T_seeds), jnp.asarray(vn)
-                        )
-                    )
+                    np.asarray(risk_fn(Qn, Rn, T_seeds, vn, np.asarray(vt, np.float64)))
                 )
                 if test_samples:
                     k = jax.vmap(jax.random.fold_in, in_axes=(0, None))(test_keys, current)
