@@ -105,6 +105,8 @@ def save_times(t1: float, n_save: int, spacing: str, t_first: float | None = Non
     ``t_first`` (default ``t1 * 1e-4``, at most 0.1) to ``t1``."""
     if spacing == "linear":
         return np.linspace(0.0, t1, n_save)
+    if n_save == 2:
+        return np.array([0.0, t1])
     if t_first is None:
         t_first = min(0.1, t1 * 1e-4)
     return np.concatenate([[0.0], np.geomspace(t_first, t1, n_save - 1)])

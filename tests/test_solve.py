@@ -108,6 +108,7 @@ def test_save_times_and_observables():
     )
     assert np.allclose(np.diff(np.log(t[1:])), np.log(1e4) / 198)
     assert np.allclose(hl.save_times(10.0, 11, "linear"), np.arange(11.0))
+    assert hl.save_times(10.0, 2, "log").tolist() == [0.0, 10.0]  # two saves: the ends
     model = hl.Committee(K=2, M=2, activation="erf")
     init = hl.Overlaps.for_model(model, Q=np.eye(2) * 0.5, R=np.eye(2) * 0.1, T=np.eye(2))
     traj = hl.solve(

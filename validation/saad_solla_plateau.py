@@ -63,7 +63,6 @@ import numpy as np  # noqa: E402
 from scipy.optimize import root  # noqa: E402
 
 import hildlimits as hl  # noqa: E402
-from hildlimits._simulate import RandomInit, simulate  # noqa: E402  (not re-exported)
 
 OUT = Path(__file__).resolve().parent / "out"
 ETA = 0.5
@@ -134,20 +133,26 @@ class Field:
 _FNS = {}
 
 
-def _reduced_fns(system, K):
-    """Jitted reduced field / eta and its Jacobian (eta traced: compiled once per K)."""
+def _compiled(system, K):
+    """Jitted functions of the field (eta traced: each is compiled once per K)."""
     if K not in _FNS:
         fld = Field(system, K)
 
         def g(p, eta):
             return fld.reduced(p, eta) / eta
 
-        _FNS[K] = (jax.jit(g), jax.jit(jax.jacfwd(g)))
+        _FNS[K] = {
+            "reduced": jax.jit(g),  # reduced field / eta
+            "reduced_jac": jax.jit(jax.jacfwd(g)),
+            "full": jax.jit(fld.full),
+            "full_jac": jax.jit(jax.jacfwd(fld.full)),
+            "risk": jax.jit(lambda x: fld.risk_fn(fld.unpack(x), fld.args(0.0))),
+            "sym_state": jax.jit(fld.sym_state),
+        }
     return _FNS[K]
 
 
 def symmetric_fixed_point(system, K: int, eta: float, guess=None) -> dict:
-    fld = Field(system, K)
     info = {}
     if guess is None:
         # exactly symmetric initial condition: the ODE stays in the symmetric subspace (up to
@@ -168,7 +173,8 @@ def symmetric_fixed_point(system, K: int, eta: float, guess=None) -> dict:
         info["symmetric_ode_asymmetry_t300"] = float(
             max(np.ptp(R), np.ptp(np.diag(Q)), np.ptp(Q[np.triu_indices(K, 1)]))
         )
-    f, jac = _reduced_fns(system, K)
+    fns = _compiled(system, K)
+    f, jac = fns["reduced"], fns["reduced_jac"]
     e = jnp.asarray(float(eta))
     sol = root(
         lambda p: np.asarray(f(jnp.asarray(p), e)),
@@ -177,15 +183,15 @@ def symmetric_fixed_point(system, K: int, eta: float, guess=None) -> dict:
         tol=1e-14,
     )
     p = np.asarray(sol.x)
-    x = fld.sym_state(jnp.asarray(p))
-    resid = float(jnp.abs(fld.full(x, eta)).max())
+    x = fns["sym_state"](jnp.asarray(p))
+    resid = float(jnp.abs(fns["full"](x, jnp.asarray(float(eta)))).max())
     info.update(
         {
             "eta": eta,
             "Q_diag": float(p[0]),
             "Q_offdiag": float(p[1]),
             "R": float(p[2]),
-            "height": fld.risk(x),
+            "height": float(fns["risk"](x)),
             "residual_max_abs_dstate_dt": resid,
         }
     )
@@ -195,7 +201,8 @@ def symmetric_fixed_point(system, K: int, eta: float, guess=None) -> dict:
 def jacobian_analysis(system, K: int, eta: float, fp: dict) -> dict:
     fld = Field(system, K)
     x = fld.sym_state(jnp.asarray([fp["Q_diag"], fp["Q_offdiag"], fp["R"]]))
-    J = np.asarray(jax.jit(jax.jacfwd(lambda y: fld.full(y, eta)))(x))
+    fns = _compiled(system, K)
+    J = np.asarray(fns["full_jac"](x, jnp.asarray(float(eta))))
     ev, vec = np.linalg.eig(J)
     order = np.argsort(-ev.real)
     ev, vec = ev[order], vec[:, order]
@@ -203,7 +210,7 @@ def jacobian_analysis(system, K: int, eta: float, fp: dict) -> dict:
     # the unstable eigenvector breaks the permutation symmetry: its R-block has zero mean
     v0 = np.real(vec[:, 0])
     Rblk = v0[fld.nq :].reshape(K, K)
-    _, jac_red = _reduced_fns(system, K)  # Jacobian of (reduced field / eta)
+    jac_red = fns["reduced_jac"]  # Jacobian of (reduced field / eta)
     pfp = jnp.asarray([fp["Q_diag"], fp["Q_offdiag"], fp["R"]])
     Jsym = eta * np.asarray(jac_red(pfp, jnp.asarray(float(eta))))
     ev_sym = np.sort(np.linalg.eigvals(Jsym).real)[::-1]
@@ -295,11 +302,11 @@ def run_simulation(model, N, seeds, seed, t1, h):
 
     t0 = time.perf_counter()
     try:
-        sim = simulate(
+        sim = hl.simulate(
             model,
             hyper=hl.Hyperparams(lr=ETA),
             N=N,
-            random_init=RandomInit(student_std=STUDENT_STD),
+            random_init=hl.RandomInit(student_std=STUDENT_STD),
             seeds=seeds,
             seed=seed,
             t1=t1,
@@ -660,7 +667,7 @@ def main(argv=None) -> int:
     if ns.quick:
         cfgs = {
             2: {
-                "sim": [(125, 4), (250, 4), (500, 4)],
+                "sim": [(125, 4), (250, 4), (400, 4)],
                 "ode_Ns": [250, 4000, 64000],
                 "ode_draws": 10,
             },
