@@ -392,6 +392,15 @@ def simulate(
         keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(int(seed)), s))(
             jnp.arange(seeds)
         )
+        devices = jax.local_devices()
+        if len(devices) > 1 and seeds % len(devices) == 0:
+            # seeds are independent: spread them over the local devices (GPUs, or CPU cores
+            # exposed as devices with XLA_FLAGS=--xla_force_host_platform_device_count=n)
+            from jax.sharding import Mesh, NamedSharding
+            from jax.sharding import PartitionSpec as P
+
+            shard = NamedSharding(Mesh(np.array(devices), ("seeds",)), P("seeds"))
+            W, Ws, v, div, keys = jax.device_put((W, Ws, v, div, keys), shard)
         scale = 1.0 + (
             max(float(np.abs(init.Q).max()), float(np.abs(init.T).max()), float(np.abs(v0).max()))
             if init is not None

@@ -114,13 +114,18 @@ SHARD_SCRIPT = textwrap.dedent(
               t1=10.0, n_save=6, spacing="linear", batch_size=8, distributed=len(sys.argv) > 2)
     a = sweep(system, shard=True, **kw)
     b = sweep(system, shard=False, **kw)
+    # simulations: 4 seeds are spread over the 4 devices, 3 seeds are not; seed s is the same run
+    skw = dict(hyper=cfg.hyper, N=64, init=cfg.init, t1=1.0, n_save=3, spacing="linear")
+    s4 = hl.simulate(cfg.model, seeds=4, **skw)
+    s3 = hl.simulate(cfg.model, seeds=3, **skw)
     print(json.dumps({"devices": len(jax.devices()), "processes": jax.process_count(),
-                      "diff": float(np.max(np.abs(a.risk - b.risk)))}))
+                      "diff": float(np.max(np.abs(a.risk - b.risk))),
+                      "sim_diff": float(np.max(np.abs(s4.risk[:3] - s3.risk)))}))
     """
 )
 
 
-def test_sharded_and_unsharded_sweeps_agree(tmp_path):
+def test_sharded_and_unsharded_sweeps_and_simulations_agree(tmp_path):
     env = dict(
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=4",
@@ -137,7 +142,7 @@ def test_sharded_and_unsharded_sweeps_agree(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["devices"] == 4 and out["diff"] <= 1e-12
+    assert out["devices"] == 4 and out["diff"] <= 1e-12 and out["sim_diff"] <= 1e-12
 
 
 def test_distributed_single_process_smoke(tmp_path):
