@@ -17,7 +17,7 @@ import numpy as np
 
 from ._errors import ConfigError, SolveError
 from ._model import Hyperparams, Overlaps
-from ._solve import _SOLVERS, check_solve_options, problem
+from ._solve import _SOLVERS, check_solve_options, problem, scheduled_vector_field
 
 SCALARS = {
     "training.lr": "eta",
@@ -52,13 +52,10 @@ def _observable_fn(
 ):
     module = system.module
     trained = system.structure["train_second_layer"]
-    vf = module.vector_field
     if schedule is not None:
         edges = jnp.asarray(schedule[0])
-
-        def vf(t, y, args):  # noqa: F811 - piecewise-constant eta(t)
-            idx = jnp.searchsorted(edges, t, side="right")
-            return module.vector_field(t, y, {**args, "eta": args["_sched_values"][idx]})
+        base_args = {**base_args, "_sched_edges": edges}
+    vf = scheduled_vector_field(module) if schedule is not None else module.vector_field
 
     def f(theta):
         y0 = dict(base_y)

@@ -154,6 +154,17 @@ def check_solve_options(
         _check_positive("solve.steady_state", steady_state)
 
 
+def scheduled_vector_field(module):
+    """The generated vector field with ``eta`` piecewise constant in time:
+    ``args["_sched_values"][k]`` on ``[args["_sched_edges"][k-1], args["_sched_edges"][k])``."""
+
+    def vf(t, y, args):
+        idx = jnp.searchsorted(args["_sched_edges"], t, side="right")
+        return module.vector_field(t, y, {**args, "eta": args["_sched_values"][idx]})
+
+    return vf
+
+
 def _build(
     system,
     K: int,
@@ -172,13 +183,7 @@ def _build(
     """
     module = system.module
     risk_fn = module.risk
-    if schedule:
-
-        def vf(t, y, args):
-            idx = jnp.searchsorted(args["_sched_edges"], t, side="right")
-            return module.vector_field(t, y, {**args, "eta": args["_sched_values"][idx]})
-    else:
-        vf = module.vector_field
+    vf = scheduled_vector_field(module) if schedule else module.vector_field
 
     def diverged(t, y, args, **kwargs):
         leaves = jax.tree.leaves(y)
