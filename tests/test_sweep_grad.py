@@ -241,3 +241,11 @@ def test_grad_bad_input():
         gradient(
             SYSTEM, init=CFG.init, hyper=CFG.hyper, wrt=["training.lr"], t1=1.0, observable="max"
         )
+
+
+def test_unrealisable_point_is_marked_not_solved():
+    res = sweep(SYSTEM, init=CFG.init, hyper=CFG.hyper, params={"init.R": [1.0, 10.0]}, **OPTS)
+    assert res.status[0] == "ok" and res.status[1].startswith(
+        "invalid: scaled joint overlap matrix"
+    )
+    assert np.all(np.isnan(res.risk[1])) and np.all(np.isfinite(res.risk[0]))
