@@ -9,6 +9,7 @@ from ._derive import Term as Term
 from ._derive import derive as derive
 from ._errors import ConfigError as ConfigError
 from ._errors import SolveError as SolveError
+from ._flat import FlatState as FlatState
 from ._gaussian import NoClosedForm as NoClosedForm
 from ._gaussian import gaussian_expectation as gaussian_expectation
 from ._grad import gradient as gradient

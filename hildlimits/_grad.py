@@ -75,7 +75,7 @@ def _observable_fn(
         ts = jnp.linspace(0.0, t1, 401) if observable == "mean" else None
         saveat = diffrax.SaveAt(ts=ts) if ts is not None else diffrax.SaveAt(t1=True)
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        if schedule is not None:
+        if schedule is not None and edges.shape[0] > 0:
             controller = diffrax.ClipStepSizeController(controller, jump_ts=edges)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),

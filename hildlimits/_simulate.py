@@ -15,7 +15,6 @@ simulation dtype.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import numbers
@@ -358,9 +357,6 @@ def simulate(
         divergence_bound=divergence_bound,
         steady_state=None,
     )
-    if lr_schedule is not None and len(lr_schedule.edges) == 0:  # a constant schedule
-        hyper = dataclasses.replace(hyper, lr=float(lr_schedule.values[0]))
-        lr_schedule = None
     ts = save_times(float(t1), int(n_save), spacing, t_first)
     steps = np.unique(np.round(ts * N).astype(np.int64))
 

@@ -10,7 +10,6 @@ float64) where the escape time matters.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -73,11 +72,10 @@ class Trajectory:
             raise ValueError(f"observable must be one of {names} or a callable, got {what!r}")
         fn = getattr(self.system.module, what)
         with jax.enable_x64(True):
-            args = _args(self.system, self.hyper, self.T, self.v_teacher, self.v[0])
-            vals = [
-                fn({"Q": q, "R": r, "v": v}, {**args, "v": v})
-                for q, r, v in zip(self.Q, self.R, self.v, strict=True)
-            ]
+            vals = []
+            for q, r, v in zip(self.Q, self.R, self.v, strict=True):
+                state = Overlaps(Q=q, R=r, T=self.T, v=v, v_teacher=self.v_teacher, _checked=True)
+                vals.append(fn(*problem(self.system, state, self.hyper)))
             return np.asarray(vals)
 
     def _states(self):
@@ -110,17 +108,6 @@ def save_times(t1: float, n_save: int, spacing: str, t_first: float | None = Non
     if t_first is None:
         t_first = min(0.1, t1 * 1e-4)
     return np.concatenate([[0.0], np.geomspace(t_first, t1, n_save - 1)])
-
-
-def _args(system, hyper: Hyperparams, T, v_teacher, v) -> dict:
-    args = {
-        "T": jnp.asarray(T),
-        "v_teacher": jnp.asarray(v_teacher),
-        **{k: jnp.asarray(x) for k, x in hyper.as_args().items()},
-    }
-    if not system.structure["train_second_layer"]:
-        args["v"] = jnp.asarray(v)
-    return args
 
 
 def _check_positive(name, value, *, integer=False):
@@ -201,7 +188,9 @@ def _build(
 
     def run(y0, args, ts, rtol, atol):
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        if schedule:
+        if (
+            schedule and args["_sched_edges"].shape[0] > 0
+        ):  # static: a constant schedule has no jumps
             controller = diffrax.ClipStepSizeController(controller, jump_ts=args["_sched_edges"])
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),
@@ -325,9 +314,6 @@ def solve(
     )
     if not isinstance(ts, np.ndarray):
         ts = save_times(float(t1), int(n_save), spacing, t_first)
-    if lr_schedule is not None and len(lr_schedule.edges) == 0:  # a constant schedule
-        hyper = dataclasses.replace(hyper, lr=float(lr_schedule.values[0]))
-        lr_schedule = None
     with jax.enable_x64(True):
         run = compiled(
             system,

@@ -226,33 +226,16 @@ def plot_validation(sims, odes, risk_path, overlaps_path, *, log_time: bool = Tr
     Qo = np.mean([tr.Q for tr in trajs], axis=0)
     Ro = np.mean([tr.R for tr in trajs], axis=0)
     cyc = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    n = 0
-    for i in range(K):
-        for j in range(M):
+    panels = (
+        (axes[0], "R", Rm, Ro, [(i, j) for i in range(K) for j in range(M)], K * M <= 12),
+        (axes[1], "Q", Qm, Qo, [(i, k) for i in range(K) for k in range(i, K)], K <= 4),
+    )
+    for ax, name, sim_v, ode_v, entries, labelled in panels:
+        for n, (a, b) in enumerate(entries):
             col = cyc[n % len(cyc)]
-            n += 1
-            axes[0].plot(
-                sim.t[sel],
-                Rm[sel, i, j],
-                color=col,
-                lw=1.2,
-                label=f"R{i + 1}{j + 1}" if K * M <= 12 else None,
-            )
-            axes[0].plot(sim.t[sel], Ro[sel, i, j], color=col, ls="--", lw=1.5)
-    n = 0
-    for i in range(K):
-        for k in range(i, K):
-            col = cyc[n % len(cyc)]
-            n += 1
-            axes[1].plot(
-                sim.t[sel],
-                Qm[sel, i, k],
-                color=col,
-                lw=1.2,
-                label=f"Q{i + 1}{k + 1}" if K <= 4 else None,
-            )
-            axes[1].plot(sim.t[sel], Qo[sel, i, k], color=col, ls="--", lw=1.5)
-    for ax, name in ((axes[0], "R"), (axes[1], "Q")):
+            label = f"{name}{a + 1}{b + 1}" if labelled else None
+            ax.plot(sim.t[sel], sim_v[sel, a, b], color=col, lw=1.2, label=label)
+            ax.plot(sim.t[sel], ode_v[sel, a, b], color=col, ls="--", lw=1.5)
         if log_time:
             ax.set_xscale("log")
         ax.set_xlabel("t = steps / N")

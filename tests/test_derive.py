@@ -142,3 +142,24 @@ def test_cache_roundtrip_is_atomic_and_safe_to_delete(tmp_path, monkeypatch):
     files[0].unlink()
     monkeypatch.setattr(_cache, "_MEMORY", {})
     assert hl.derive(model).source == first.source
+
+
+def test_flat_state_round_trip_and_field():
+    fs = hl.FlatState(K=3, M=2, trained=True)
+    rng = np.random.default_rng(5)
+    Q, R, T, v, vs = random_state(rng, 3, 2)
+    x = fs.pack(Q, R, v)
+    assert x.shape == (fs.size,) == (6 + 6 + 3,)
+    y = fs.unpack(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(y["Q"]), Q)
+    np.testing.assert_array_equal(np.asarray(y["R"]), R)
+    system = hl.derive(hl.Committee(K=3, M=2, train_second_layer=True))
+    hyper = {"eta": 0.7, "eta_v": 0.3, "sigma": 0.2, "kappa": 0.05}
+    got, _ = evaluate(system, Q, R, T, v, vs, hyper)
+    args = {
+        "T": jnp.asarray(T),
+        "v_teacher": jnp.asarray(vs),
+        **{k: jnp.asarray(x) for k, x in hyper.items()},
+    }
+    flat = np.asarray(jax.jit(lambda x: fs.field(system, x, args))(jnp.asarray(x)))
+    np.testing.assert_allclose(flat, fs.pack(got["Q"], got["R"], got["v"]), rtol=1e-13, atol=1e-15)

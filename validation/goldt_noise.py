@@ -81,13 +81,11 @@ class Field:
 
     def __init__(self, system, K: int):
         self.K = K
-        self.iu = np.triu_indices(K)
-        self.nq = len(self.iu[0])
+        self.flat = hl.FlatState(K=K, M=M)
         module = system.module
 
         def f(x, eta, sigma):
-            d = module.vector_field(0.0, self.unpack(x), self.args(eta, sigma))
-            return jnp.concatenate([d["Q"][self.iu], d["R"].ravel()]) / eta
+            return self.flat.field(system, x, self.args(eta, sigma)) / eta
 
         self.f = jax.jit(f)
         self.jac = jax.jit(jax.jacfwd(f))
@@ -106,13 +104,10 @@ class Field:
         }
 
     def unpack(self, x):
-        K = self.K
-        Q = jnp.zeros((K, K)).at[self.iu].set(x[: self.nq])
-        Q = Q + jnp.triu(Q, 1).T
-        return {"Q": Q, "R": x[self.nq :].reshape(K, M)}
+        return self.flat.unpack(x)
 
     def pack(self, Q, R):
-        return np.concatenate([np.asarray(Q)[self.iu], np.asarray(R).ravel()])
+        return self.flat.pack(Q, R)
 
 
 def guess_state(K: int, eta: float, sigma: float):

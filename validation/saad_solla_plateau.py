@@ -89,9 +89,9 @@ class Field:
 
     def __init__(self, system, K: int):
         self.K = K
-        self.iu = np.triu_indices(K)
-        self.nq = len(self.iu[0])
-        self.vf = system.module.vector_field
+        self.system = system
+        self.flat = hl.FlatState(K=K, M=K)
+        self.iu, self.nq = self.flat.iu, self.flat.nq
         self.risk_fn = system.module.risk
 
     def args(self, eta):
@@ -107,14 +107,10 @@ class Field:
         }
 
     def unpack(self, x):
-        K = self.K
-        Q = jnp.zeros((K, K)).at[self.iu].set(x[: self.nq])
-        Q = Q + jnp.triu(Q, 1).T
-        return {"Q": Q, "R": x[self.nq :].reshape(K, K)}
+        return self.flat.unpack(x)
 
     def full(self, x, eta):
-        d = self.vf(0.0, self.unpack(x), self.args(eta))
-        return jnp.concatenate([d["Q"][self.iu], d["R"].ravel()])
+        return self.flat.field(self.system, x, self.args(eta))
 
     def sym_state(self, p):
         q, c, r = p
