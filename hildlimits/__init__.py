@@ -13,6 +13,14 @@ from ._flat import FlatState as FlatState
 from ._gaussian import NoClosedForm as NoClosedForm
 from ._gaussian import gaussian_expectation as gaussian_expectation
 from ._grad import gradient as gradient
+from ._meanfield import MeanField as MeanField
+from ._meanfield import MeanFieldInit as MeanFieldInit
+from ._meanfield import MeanFieldSystem as MeanFieldSystem
+from ._meanfield import MeanFieldTrajectory as MeanFieldTrajectory
+from ._meanfield import derive_meanfield as derive_meanfield
+from ._meanfield import solve_meanfield as solve_meanfield
+from ._meanfield_simulate import MeanFieldSimulation as MeanFieldSimulation
+from ._meanfield_simulate import simulate_meanfield as simulate_meanfield
 from ._model import Committee as Committee
 from ._model import Hyperparams as Hyperparams
 from ._model import Overlaps as Overlaps

@@ -618,20 +618,23 @@ def _particle_geometry(y, T, finite_width: bool):
     return rho, rr, L
 
 
-def _pairwise_terms(system, terms, y, a, args, *, free: tuple[str, ...], diag: bool, cross_diag):
+def _pairwise_terms(
+    system, terms, y, a, args, *, free: tuple[str, ...], diag: bool, cross_diag, Cpp=None
+):
     """Sum of ``terms`` by closed forms on index grids.
 
     ``free``: output indices (``("j",)``, ``("j", "n")`` or ``()``). ``diag``: population index
     ``k`` bound to ``j`` (and ``k'`` to ``k``), i.e. the self-interaction only. ``cross_diag``:
-    the value of ``C_jk`` for ``j == k`` (``q`` or ``r^T T^-1 r``).
+    the value of ``C_jk`` for ``j == k`` (``q`` or ``r^T T^-1 r``). ``Cpp``: explicit
+    student-student covariances (e.g. the measured overlaps of a finite network).
     """
     mod = system.module
     T, vt = args["T"], args["v_teacher"]
     rho, rr, _ = _particle_geometry(y, T, False)
     P, M = y["r"].shape
-    Cpp = rho @ rho.T
-    idx = jnp.arange(P)
-    Cpp = Cpp.at[idx, idx].set(cross_diag)
+    if Cpp is None:  # zero orthogonal overlaps: C_jk = r_j^T T^-1 r_k
+        idx = jnp.arange(P)
+        Cpp = (rho @ rho.T).at[idx, idx].set(cross_diag)
     total = 0.0
     for t in terms:
         used = set(t.fields) | set(t.sums) | set(free)
