@@ -66,7 +66,61 @@ def _load(ns):
     jax.config.update("jax_enable_x64", True)
     from ._config import load_config
 
-    return load_config(ns.config)
+    cfg = load_config(ns.config)
+    kind = getattr(cfg, "kind", "committee")
+    if kind != "committee" and ns.command not in _KIND_COMMANDS.get(kind, {}):
+        raise ConfigError(f"'{ns.command}' does not support model.kind = {kind!r} yet")
+    if kind == "committee" and getattr(ns, "width", None) is not None:
+        raise ConfigError("--width applies to model.kind = 'meanfield' only")
+    return cfg
+
+
+def _meanfield_commands() -> dict:
+    from . import _meanfield_cli as mf
+
+    def meta(cfg):
+        return {"config": cfg.resolved(), "config_file": cfg.source, "versions": _versions()}
+
+    return {
+        "derive": mf.derive_text,
+        "solve": lambda ns, cfg: mf.cmd_solve(ns, cfg, write_json=_write_json, meta=meta),
+        "simulate": lambda ns, cfg: mf.cmd_simulate(ns, cfg, write_json=_write_json, meta=meta),
+        "validate": lambda ns, cfg: mf.cmd_validate(
+            ns,
+            cfg,
+            write_json=_write_json,
+            meta=meta,
+            int_list=_int_list,
+            outdir=_outdir,
+            tolerance=_tolerance(ns),
+        ),
+    }
+
+
+class _LazyKinds(dict):
+    """model.kind -> {command: handler(ns, cfg)}; built on first use (imports stay lazy)."""
+
+    _loaders = {"meanfield": _meanfield_commands}
+
+    def get(self, kind, default=None):
+        if kind not in self and kind in self._loaders:
+            self[kind] = self._loaders[kind]()
+        return super().get(kind, default)
+
+
+_KIND_COMMANDS = _LazyKinds()
+
+
+def _dispatch(ns, cfg):
+    """The handler of ``cfg``'s model kind for this command, or None for the committee."""
+    kind = getattr(cfg, "kind", "committee")
+    return None if kind == "committee" else _KIND_COMMANDS.get(kind)[ns.command]
+
+
+def _tolerance(ns):
+    from ._validate import Tolerance
+
+    return Tolerance(z_tol=ns.z_tol, rel_tol=ns.rel_tol, abs_tol=ns.abs_tol)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -82,15 +136,19 @@ def cmd_derive(ns) -> int:
     from ._derive import derive
 
     cfg = _load(ns)
-    system = derive(cfg.model)
-    if ns.source:
-        text = system.source
-    elif ns.latex:
-        text = system.latex()
-    elif ns.markdown:
-        text = system.markdown()
+    handler = _dispatch(ns, cfg)
+    if handler is not None:
+        text = handler(ns, cfg)
     else:
-        text = str(system)
+        system = derive(cfg.model)
+        if ns.source:
+            text = system.source
+        elif ns.latex:
+            text = system.latex()
+        elif ns.markdown:
+            text = system.markdown()
+        else:
+            text = str(system)
     if ns.out:
         out = Path(ns.out)
         _check_writable(out, "--out")
@@ -111,6 +169,9 @@ def cmd_solve(ns) -> int:
     _check_writable(out, "--out")
     if ns.plot:
         _check_writable(Path(ns.plot), "--plot")
+    handler = _dispatch(ns, cfg)
+    if handler is not None:
+        return handler(ns, cfg)
     t0 = time.perf_counter()
     system = derive(cfg.model)
     t_derive = time.perf_counter() - t0
@@ -203,6 +264,9 @@ def cmd_simulate(ns) -> int:
         raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
     if ns.N < 1:
         raise ConfigError(f"--N must be a positive integer, got {ns.N}")
+    handler = _dispatch(ns, cfg)
+    if handler is not None:
+        return handler(ns, cfg)
 
     def checkpoint(partial):
         _write_json(out, _sim_json(partial, cfg))
@@ -239,6 +303,11 @@ def cmd_validate(ns) -> int:
     from ._validate import SimulationStopped, Tolerance, plot_validation, validate
 
     cfg = _load(ns)
+    handler = _dispatch(ns, cfg)
+    if handler is not None:
+        if ns.seeds < 1:
+            raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
+        return handler(ns, cfg)
     Ns = _int_list(ns.N, "--N")
     if ns.seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
@@ -542,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("simulate", help="train finite networks with online SGD, write JSON")
     m.add_argument("config")
     m.add_argument("--N", type=int, required=True, help="input dimension")
+    m.add_argument("--width", help="hidden units p (model.kind = 'meanfield' only)")
     m.add_argument("--seeds", type=int, default=8)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument(
@@ -563,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--N", required=True, help="comma-separated input dimensions, e.g. 500,1000,2000"
     )
+    v.add_argument("--width", help="comma-separated hidden units p (model.kind = 'meanfield' only)")
     v.add_argument("--seeds", type=int, default=8)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--dtype", choices=["float32", "float64"], default=None)

@@ -3,7 +3,8 @@
 Schema (every key below is a public contract; unknown keys are errors)::
 
     [model]     K, M, activation, teacher_activation, train_second_layer, noise, weight_decay
-                (kind = "committee" is the default and only family here)
+                (kind = "committee" is the default; kind = "meanfield" has its own schema,
+                see hildlimits/_meanfield_config.py)
     [training]  lr, lr_second_layer
     [init]      Q, R, T, v, v_teacher            -- explicit initial order parameters, or
     [init.random] N, seed, student_std, teacher_std
@@ -129,6 +130,16 @@ class Config:
         }
 
 
+def _meanfield_loader():
+    from ._meanfield_config import meanfield_config
+
+    return meanfield_config
+
+
+# model.kind -> (lazy) loader of a family with its own schema; "committee" is handled here
+_OTHER_KINDS = {"meanfield": _meanfield_loader}
+
+
 def _check_keys(table: dict, section: str) -> None:
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] must be a table, got {table!r}")
@@ -208,6 +219,13 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
             close = difflib.get_close_matches(section, ["model", "training", "init", "solve"], n=1)
             hint = f" (did you mean '[{close[0]}]'?)" if close else ""
             raise ConfigError(f"unknown section '[{section}]'{hint}")
+    kind = (
+        data.get("model", {}).get("kind", "committee")
+        if isinstance(data.get("model"), dict)
+        else None
+    )
+    if kind in _OTHER_KINDS:  # registry of model families with their own schema
+        return _OTHER_KINDS[kind]()(data, source=source)
     for section in ("model", "training", "init", "solve"):
         if section not in data:
             raise ConfigError(f"missing section '[{section}]'")
@@ -217,7 +235,8 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
     m, tr, ini, so = data["model"], data["training"], data["init"], data["solve"]
     kind = m.get("kind", "committee")
     if kind != "committee":
-        raise ConfigError(f"model.kind must be 'committee', got {kind!r}")
+        kinds = ", ".join(repr(k) for k in ["committee", *_OTHER_KINDS])
+        raise ConfigError(f"model.kind must be one of {kinds}, got {kind!r}")
     model = Committee(
         K=m["K"],
         M=m["M"],
