@@ -226,6 +226,9 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
     )
     if kind in _OTHER_KINDS:  # registry of model families with their own schema
         return _OTHER_KINDS[kind]()(data, source=source)
+    if kind not in (None, "committee"):
+        kinds = ", ".join(repr(k) for k in ["committee", *_OTHER_KINDS])
+        raise ConfigError(f"model.kind must be one of {kinds}, got {kind!r}")
     for section in ("model", "training", "init", "solve"):
         if section not in data:
             raise ConfigError(f"missing section '[{section}]'")

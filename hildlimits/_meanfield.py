@@ -119,7 +119,8 @@ class MeanFieldInit:
     r"""Initial law of the particles and the teacher.
 
     ``r_j = 0``, ``q_j = q`` (the ``d -> oo`` limit of ``w_j ~ N(0, q I_d)``), and
-    ``a_j ~ N(a_mean, a_std^2)`` represented by ``particles`` values: the ``(i + 1/2)/P``
+    ``a_j ~ N(a_mean, a_std^2)`` represented by ``particles`` values (``v_teacher`` defaults to
+    ones): the ``(i + 1/2)/P``
     quantiles of the law (``sampling="quantile"``, default: deterministic, error ``O(1/P^2)`` on
     smooth averages) or ``P`` random draws from ``seed`` (``sampling="random"``).
 
@@ -128,7 +129,7 @@ class MeanFieldInit:
     """
 
     T: np.ndarray
-    v_teacher: np.ndarray
+    v_teacher: np.ndarray | None = None
     q: float = 1.0
     a_mean: float = 0.0
     a_std: float = 1.0
@@ -141,7 +142,9 @@ class MeanFieldInit:
         if M is None:
             raise ConfigError(f"init.T must be a square matrix, got {self.T!r}")
         T = _matrix("init.T", self.T, (M, M))
-        vt = _matrix("init.v_teacher", self.v_teacher, (M,))
+        vt = _matrix(
+            "init.v_teacher", np.ones(M) if self.v_teacher is None else self.v_teacher, (M,)
+        )
         if not np.allclose(T, T.T, rtol=0, atol=1e-12 * max(1.0, np.abs(T).max())):
             raise ConfigError(f"init.T must be symmetric, got {T.tolist()!r}")
         if np.linalg.eigvalsh(T).min() <= 0:
@@ -740,7 +743,7 @@ def _quadrature_terms(system, terms, y, a, args, *, free):
 
     def smooth(lbl):
         if lbl not in cache:
-            cache[lbl] = getattr(mod, _smooth_name(lbl))(mu, s2)
+            cache[lbl] = jnp.broadcast_to(getattr(mod, _smooth_name(lbl))(mu, s2), mu.shape)
         return cache[lbl]
 
     total = 0.0
