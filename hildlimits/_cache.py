@@ -21,7 +21,7 @@ import sympy as sp
 
 from ._version import __version__
 
-FORMAT = 1
+FORMAT = 2
 _MEMORY: dict[str, object] = {}
 
 
@@ -74,6 +74,7 @@ def _to_json(system) -> dict:
             "kinds": list(t.kinds),
             "func_labels": list(t.func_labels),
             "pairs": [[sp.srepr(a), sp.srepr(b)] for a, b in t.symmetric_pairs],
+            "coincident": [[list(p), name] for p, name in t.coincident],
         }
 
     def eq(e):
@@ -104,9 +105,10 @@ def _to_json(system) -> dict:
 
 def _from_json(data: dict):
     from ._derive import Equation, ExpectationEntry, ODESystem, Term
+    from ._gaussian import SYMPY_LOCALS
 
     def ex(s):
-        return sp.sympify(s)
+        return sp.sympify(s, locals=SYMPY_LOCALS)
 
     def term(t):
         return Term(
@@ -117,6 +119,7 @@ def _from_json(data: dict):
             kinds=tuple(t["kinds"]),
             func_labels=tuple(t["func_labels"]),
             symmetric_pairs=tuple((ex(a), ex(b)) for a, b in t["pairs"]),
+            coincident=tuple((tuple(p), name) for p, name in t["coincident"]),
         )
 
     def eq(e):

@@ -23,23 +23,105 @@ _SCALARS = {S.eta: "eta", S.eta_v: "eta_v", S.sigma: "sigma", S.kappa: "kappa"}
 
 
 class _Printer(JaxPrinter):
+    """JAX printer: ``erf`` from ``jax.scipy.special``; square roots and ``asin`` guarded against
+    rounding just outside their domain (singular covariances of coincident units); numerical
+    expectations become calls of generated quadrature functions collected in ``primitives``."""
+
+    def __init__(self, primitives: dict | None = None):
+        super().__init__()
+        self.primitives = {} if primitives is None else primitives
+
     def _print_erf(self, expr):
         return f"jax.scipy.special.erf({self._print(expr.args[0])})"
 
+    def _print_Pow(self, expr, rational=False):
+        e = expr.exp
+        if e.is_Rational and e.q == 2:
+            root = f"jnp.sqrt(jnp.maximum({self._print(expr.base)}, 0))"
+            return root if e.p == 1 else f"{root}**({e.p})"
+        return super()._print_Pow(expr, rational=rational)
 
-def _print(expr: sp.Expr) -> str:
-    return _Printer().doprint(expr)
+    def _print_asin(self, expr):
+        return f"jnp.arcsin(jnp.clip({self._print(expr.args[0])}, -1, 1))"
+
+    def _call(self, expr, kind: str, definer) -> str:
+        key = sp.srepr(expr.func(*expr.args[: 3 if kind == "price" else 2]))
+        if key not in self.primitives:
+            name = f"{kind}{len(self.primitives)}"
+            self.primitives[key] = (name, definer(name))
+        name = self.primitives[key][0]
+        skip = 3 if kind == "price" else 2
+        return f"{name}({', '.join(self._print(a) for a in expr.args[skip:])})"
+
+    def _print_PriceIntegral(self, expr):
+        return self._call(expr, "price", lambda name: _price_function(name, expr))
+
+    def _print_GaussHermite(self, expr):
+        return self._call(expr, "gh", lambda name: _gh_function(name, expr))
 
 
-def _expectation_function(entry) -> list[str]:
+def _print(expr: sp.Expr, printer: _Printer | None = None) -> str:
+    return (printer or _Printer()).doprint(expr)
+
+
+def _cse_body(exprs, printer, result: str) -> list[str]:
+    from ._gaussian import GaussHermite, PriceIntegral
+
+    calls = sorted(set().union(*[e.atoms(PriceIntegral, GaussHermite) for e in exprs]), key=str)
+    holders = {c: sp.Symbol(f"q{n}") for n, c in enumerate(calls)}
+    exprs = [e.xreplace(holders) for e in exprs]
+    lines = [f"    {h} = {_print(c, printer)}" for c, h in holders.items()]
+    replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"))
+    lines += [f"    {sym} = {_print(val, printer)}" for sym, val in replacements]
+    lines.append(f"    return {result.format(*[_print(r, printer) for r in reduced])}")
+    return lines
+
+
+def _price_function(name: str, call) -> list[str]:
+    from ._gaussian import price_integrand
+
+    s = sp.Symbol("s", real=True)
+    terms, syms = price_integrand(call, s)
+    n = int(call.args[2])
+    kinds = ", ".join(str(k) for k in call.args[0])
+    names = ", ".join(x.name for x in syms)
+    lines = [
+        f"def {name}({names}):",
+        f'    """E[u_0 u_1 u_2 u_3], u = ({kinds}), by the Price line integral '
+        f'({n} Gauss-Legendre nodes per pair)."""',
+        f"    {names} = trailing(({names},))",
+        "    total = 0.0",
+    ]
+    for (a, b), integrand in terms:
+        lines.append(f"    s, weights = price_nodes(C_{a}{b}, C_{a}{a}, C_{b}{b}, {n})")
+        body = _cse_body([integrand], _Printer(), "{0}")
+        body[-1] = body[-1].replace("    return ", "    total = total + jnp.sum(weights * (", 1)
+        lines += body[:-1] + [body[-1] + "), axis=-1)"]
+    return lines + ["    return total"]
+
+
+def _gh_function(name: str, call) -> list[str]:
+    from ._activations import X
+    from ._gaussian import covariance_symbols, upper
+
+    funcs, n = call.args[0], int(call.args[1])
+    r = len(funcs)
+    syms = upper(covariance_symbols(r))
+    body = sp.Mul(*[f.xreplace({X: sp.Symbol(f"z[{a}]")}) for a, f in enumerate(funcs)])
+    lines = [
+        f"def {name}({', '.join(x.name for x in syms)}):",
+        f'    """E[{" ".join(f"({sp.sstr(f)})(z_{a})" for a, f in enumerate(funcs))}] by '
+        f'Gauss-Hermite quadrature, {n}^{r} nodes."""',
+        f"    z, weights = gauss_hermite_fields(({', '.join(x.name for x in syms)},), {r}, {n})",
+    ]
+    return lines + _cse_body([body], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
+
+
+def _expectation_function(entry, printer: _Printer) -> list[str]:
     syms = entry.cov_symbols
     args = ", ".join(s.name for s in syms)
     lines = [f"def {entry.name}({args}):", f'    """{entry.display()}: {entry.method}."""']
-    replacements, (reduced,) = sp.cse([entry.expr], symbols=sp.numbered_symbols("t"))
-    for sym, val in replacements:
-        lines.append(f"    {sym} = {_print(val)}")
-    lines.append(f"    return {_print(reduced)}")
-    return lines
+    return lines + _cse_body([entry.expr], printer, "{0}")
 
 
 def _term_lines(term, free, out: str, system_exps) -> list[str]:
@@ -61,7 +143,20 @@ def _term_lines(term, free, out: str, system_exps) -> list[str]:
         subs[d] = sp.Symbol(local)
         lines.append(f"    {local} = G.delta({str(d.args[0])!r}, {str(d.args[1])!r})")
     value = _print(coeff.xreplace(subs).xreplace({s: sp.Symbol(n) for s, n in _SCALARS.items()}))
-    if term.expectation is not None:
+    if term.expectation is not None and term.coincident:
+        # kinked expectation: one merged-slot variant per coincidence pattern of the units
+        variants = [(tuple(range(len(term.labels))), term.expectation)] + list(term.coincident)
+        items = []
+        for partition, name in variants:
+            kw = [
+                f"{sym.name}=cov({int(sym.name[2])}, {int(sym.name[3])})"
+                for sym in system_exps[name].cov_symbols
+            ]
+            items.append(f"{partition!r}: lambda cov: {name}({', '.join(kw)})")
+        labels = tuple(str(x) for x in term.labels)
+        lines.append(f"    E = G.by_pattern(omega, {labels!r}, {{{', '.join(items)}}})")
+        value = f"({value}) * E"
+    elif term.expectation is not None:
         entry = system_exps[term.expectation]
         kw = []
         for sym in entry.cov_symbols:
@@ -114,13 +209,24 @@ def generate_source(system) -> str:
         "import jax.numpy as jnp",
         "import jax.scipy.special",
         "",
-        "from hildlimits._runtime import Grid, overlap_matrix",
+        "from hildlimits._runtime import (",
+        "    Grid,",
+        "    gauss_hermite_fields,",
+        "    overlap_matrix,",
+        "    price_nodes,",
+        "    trailing,",
+        ")",
         "",
         "STATE = " + repr(system.state_variables),
         "",
     ]
+    printer = _Printer()
+    functions = []
     for entry in system.expectations:
-        lines += _expectation_function(entry) + ["", ""]
+        functions += _expectation_function(entry, printer) + ["", ""]
+    for _name, definition in printer.primitives.values():
+        lines += definition + ["", ""]
+    lines += functions
 
     def unpack() -> list[str]:
         out = [
@@ -160,3 +266,52 @@ def load_module(system) -> types.ModuleType:
     module.__file__ = filename
     exec(compile(source, filename, "exec"), module.__dict__)
     return module
+
+
+def expectation_function(expectation):
+    """JAX function ``f(C)`` of a covariance matrix (``(..., n, n)`` array) evaluating an
+    :class:`~hildlimits._gaussian.Expectation` (closed form, Price line integral or
+    Gauss--Hermite quadrature) with the same printer as the generated vector fields.
+
+    Example:
+        >>> import sympy as sp, numpy as np
+        >>> from hildlimits import gaussian_expectation
+        >>> x = sp.Symbol("x", real=True)
+        >>> f = expectation_function(gaussian_expectation([sp.Max(0, x), x], x))
+        >>> round(float(f(np.array([[1.0, 0.5], [0.5, 1.0]]))), 6)
+        0.25
+    """
+    import jax.numpy as jnp
+
+    from ._gaussian import upper
+
+    printer = _Printer()
+    cov = expectation.cov
+    syms = [c for c in upper(cov)]
+    names = [f"C_{a}{b}" for a in range(cov.shape[0]) for b in range(a, cov.shape[0])]
+    expr = expectation.expr.xreplace({s: sp.Symbol(n) for s, n in zip(syms, names, strict=True)})
+    lines = [f"def f({', '.join(names)}):"] + _cse_body([expr], printer, "{0}")
+    head = []
+    for _, definition in printer.primitives.values():
+        head += definition + [""]
+    source = "\n".join(
+        [
+            "import jax",
+            "import jax.numpy as jnp",
+            "import jax.scipy.special",
+            "from hildlimits._runtime import gauss_hermite_fields, price_nodes, trailing",
+            "",
+        ]
+        + head
+        + lines
+    )
+    namespace: dict = {}
+    exec(compile(source, "<hildlimits-expectation>", "exec"), namespace)
+    n = cov.shape[0]
+
+    def evaluate(C):
+        C = jnp.asarray(C)
+        args = [C[..., a, b] for a in range(n) for b in range(a, n)]
+        return namespace["f"](*args) + jnp.zeros(C.shape[:-2])
+
+    return evaluate

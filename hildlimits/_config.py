@@ -2,7 +2,8 @@
 
 Schema (every key below is a public contract; unknown keys are errors)::
 
-    [model]     K, M, activation, teacher_activation, train_second_layer, noise, weight_decay
+    [model]     K, M, activation, teacher_activation, train_second_layer, noise, weight_decay,
+                quadrature_nodes, line_nodes
                 (kind = "committee" is the default; kind = "meanfield" has its own schema,
                 see hildlimits/_meanfield_config.py)
     [training]  lr, lr_second_layer
@@ -37,6 +38,8 @@ SCHEMA = {
         "train_second_layer",
         "noise",
         "weight_decay",
+        "quadrature_nodes",
+        "line_nodes",
     },
     "training": {"lr", "lr_second_layer"},
     "init": {"Q", "R", "T", "v", "v_teacher", "random"},
@@ -246,6 +249,8 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
         activation=m.get("activation", "erf"),
         teacher_activation=m.get("teacher_activation"),
         train_second_layer=m.get("train_second_layer", False),
+        quadrature_nodes=m.get("quadrature_nodes"),
+        line_nodes=m.get("line_nodes"),
     )
     hyper = Hyperparams(
         lr=tr["lr"],

@@ -20,8 +20,12 @@ import sympy as sp
 
 from . import _symbolic as S
 from ._activations import X, get_activation
-from ._gaussian import gaussian_expectation
+from ._gaussian import DEFAULT_LINE_NODES, gaussian_expectation
 from ._model import Committee
+
+DEFAULT_GH_NODES = {1: 96, 2: 48, 3: 32, 4: 20}
+"""Gauss--Hermite nodes per dimension, by number of fields, for expectations without a closed
+form (tensor grids, pruned where a node weight is below 1e-13)."""
 
 # ----------------------------------------------------------------------------- data model
 
@@ -38,7 +42,8 @@ class ExpectationEntry:
 
     @property
     def cov_symbols(self) -> tuple[sp.Symbol, ...]:
-        return tuple(sorted(self.expr.free_symbols, key=lambda s: s.name))
+        syms = (s for s in self.expr.free_symbols if s.name.startswith("C_"))
+        return tuple(sorted(syms, key=lambda s: s.name))
 
     def display(self, *, latex: bool = False) -> str:
         parts = [_fmt_func(lbl, f"z_{s}", latex) for s, lbl in enumerate(self.labels)]
@@ -60,6 +65,10 @@ class Term:
     kinds: tuple[str, ...]  # "S" (student field lambda) or "T" (teacher field nu) per slot
     func_labels: tuple[str, ...] = ()  # "g", "g'", "g_*", "id" per slot (for display)
     symmetric_pairs: tuple[tuple[sp.Symbol, sp.Symbol], ...] = ()
+    # For expectations with kinks (sign/step factors), whose closed forms are singular where
+    # slots of the same kind share a unit: (partition of the slots, expectation of the merged
+    # slots) for every coincidence pattern; the generated code picks one per grid point.
+    coincident: tuple[tuple[tuple[int, ...], str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -310,9 +319,11 @@ def _func_label(factor: sp.Expr, fld: sp.Indexed) -> str:
 class _Builder:
     """Turns raw templates into :class:`Term` objects, sharing expectations between equations."""
 
-    def __init__(self, student, teacher):
+    def __init__(self, student, teacher, quadrature_nodes=None, line_nodes=None):
         self.acts = {S.g: sp.Lambda(X, student.expr), S.gs: sp.Lambda(X, teacher.expr)}
         self.expectations: dict[tuple, ExpectationEntry] = {}
+        self.quadrature_nodes = quadrature_nodes
+        self.line_nodes = line_nodes or DEFAULT_LINE_NODES
 
     def _slot(self, factor: sp.Expr):
         fld, kind = S.field_of(factor)
@@ -322,10 +333,18 @@ class _Builder:
             func = func.replace(f, lam_)
         return sp.simplify(func.doit()), label, fld.indices[0], kind
 
+    def _by_name(self, name: str) -> ExpectationEntry:
+        return next(e for e in self.expectations.values() if e.name == name)
+
     def _entry(self, funcs: tuple, labels: tuple) -> ExpectationEntry:
         key = funcs
         if key not in self.expectations:
-            e = gaussian_expectation(list(funcs), X)
+            e = gaussian_expectation(
+                list(funcs),
+                X,
+                line_nodes=self.line_nodes,
+                quadrature_nodes=self.quadrature_nodes or DEFAULT_GH_NODES[len(funcs)],
+            )
             self.expectations[key] = ExpectationEntry(
                 name=f"E{len(self.expectations)}",
                 funcs=funcs,
@@ -334,6 +353,26 @@ class _Builder:
                 method=e.method,
             )
         return self.expectations[key]
+
+    def _coincident(self, entry: ExpectationEntry, kinds: tuple) -> tuple:
+        """Merged-slot expectations for every pattern of coinciding same-kind slots."""
+        if not _needs_merging(entry):
+            return ()
+        out = []
+        for partition in _partitions(kinds):
+            groups = sorted(set(partition))
+            if len(groups) == len(partition):
+                continue
+            funcs = tuple(
+                sp.expand(sp.Mul(*[entry.funcs[s] for s in range(len(kinds)) if partition[s] == g]))
+                for g in groups
+            )
+            labels = tuple(
+                "·".join(entry.labels[s] for s in range(len(kinds)) if partition[s] == g)
+                for g in groups
+            )
+            out.append((partition, self._entry(funcs, labels).name))
+        return tuple(out)
 
     def terms(self, expr: sp.Expr, free, symmetric: bool) -> tuple[Term, ...]:
         merged: dict[tuple, list] = {}
@@ -384,7 +423,8 @@ class _Builder:
             pairs = _symmetric_pairs(
                 term, free, symmetric, {e.name: e for e in self.expectations.values()}
             )
-            out.append(Term(coeff, dums, name, labels, kinds, flabels, pairs))
+            coincident = self._coincident(self._by_name(name), kinds) if name else ()
+            out.append(Term(coeff, dums, name, labels, kinds, flabels, pairs, coincident))
         out.sort(
             key=lambda t: (
                 t.expectation is None,
@@ -394,6 +434,30 @@ class _Builder:
             )
         )
         return tuple(out)
+
+
+def _needs_merging(entry: ExpectationEntry) -> bool:
+    """Closed forms built from sign factors are singular where two same-kind slots coincide."""
+    m = entry.method
+    return m.startswith("closed form") and ("sign" in m or "delta" in m)
+
+
+def _partitions(kinds: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """Set partitions of the slots that only join slots of the same kind, as group labels
+    (canonical: the group of a slot is the smallest slot in it)."""
+    slots = list(range(len(kinds)))
+    out: list[tuple[int, ...]] = []
+
+    def rec(pos: int, assign: list[int]) -> None:
+        if pos == len(slots):
+            out.append(tuple(assign))
+            return
+        options = {a for a in assign if kinds[a] == kinds[pos]} | {pos}
+        for g in sorted(options):
+            rec(pos + 1, assign + [g])
+
+    rec(0, [])
+    return out
 
 
 def _split_powers(f: sp.Expr):
@@ -438,9 +502,13 @@ def _symmetric_pairs(term: Term, free, symmetric: bool, exps) -> tuple:
 
 @functools.lru_cache(maxsize=64)
 def _derive_committee(
-    activation: str, teacher_activation: str, train_second_layer: bool
+    activation: str,
+    teacher_activation: str,
+    train_second_layer: bool,
+    quadrature_nodes: int | None = None,
+    line_nodes: int | None = None,
 ) -> ODESystem:
-    student = get_activation(activation)
+    student = get_activation(activation, student=True)
     teacher = get_activation(teacher_activation, field="teacher_activation")
     j, m = sp.Symbol("j", integer=True), sp.Symbol("m", integer=True)
     i, k, n = S.i, S.k, S.n
@@ -457,7 +525,7 @@ def _derive_committee(
 
     rate_Q = S.rate(S.inner(w_new(i), w_new(k)) - S.Q[i, k])
     rate_R = S.rate(S.inner(w_new(i), S.Vec.ws(n)) - S.R[i, n])
-    b = _Builder(student, teacher)
+    b = _Builder(student, teacher, quadrature_nodes, line_nodes)
     fS, fT = (i, S.STUDENT), (n, S.TEACHER)
     equations = [
         Equation(
@@ -476,6 +544,8 @@ def _derive_committee(
             "activation": activation,
             "teacher_activation": teacher_activation,
             "train_second_layer": train_second_layer,
+            "quadrature_nodes": quadrature_nodes,
+            "line_nodes": line_nodes,
         },
         equations=tuple(equations),
         observables=tuple(observables),
@@ -511,4 +581,10 @@ def derive(model: Committee, *, cache: bool = True) -> ODESystem:
 
 
 def _structure_args(model: Committee):
-    return model.activation, model.teacher_activation, model.train_second_layer
+    return (
+        model.activation,
+        model.teacher_activation,
+        model.train_second_layer,
+        model.quadrature_nodes,
+        model.line_nodes,
+    )

@@ -2,21 +2,36 @@ r"""Gaussian-expectation engine.
 
 Computes ``E[f_1(z_1) f_2(z_2) ... f_n(z_n)]`` for a zero-mean Gaussian vector ``z`` with a
 symbolic covariance ``C`` and functions ``f_s`` given as SymPy expressions in one variable.
-Nothing here knows any published integral: every closed form is *derived* from four rules.
+Nothing here knows any published integral: every closed form is *derived* from a few rules.
 
-1. **Multilinearity.** Each ``f_s`` is expanded into atoms ``c x^k e^{-\alpha x^2} erf(\beta x)``
-   (the erf factor optional) and the expectation is expanded over atoms.
+1. **Multilinearity.** Each ``f_s`` is brought to a canonical form (``Heaviside``, ``Abs``,
+   ``Max(0, x)`` become ``sign``; ``sin``, ``cos``, ``sinh``, ``cosh`` become exponentials) and
+   expanded into atoms ``c x^k e^{-\alpha x^2 + \gamma x} u(x)`` with ``u`` one of ``1``,
+   ``erf(\beta x)``, ``sign(x)`` or ``\delta(x)``; the expectation is expanded over atoms.
 2. **Gaussian tilting.** Factors ``e^{-\alpha_s z_s^2}`` are absorbed into the measure:
    ``E[\prod_{s\in A} e^{-\alpha_s z_s^2} F(z)] = \det(I + D C_{AA})^{-1/2} E'[F(z)]`` with
    ``D = diag(2\alpha_s)`` and the tilted covariance ``C' = C - C_{:A}(I + D C_{AA})^{-1} D C_{A:}``.
-3. **Stein's lemma.** A polynomial factor is removed by ``E[z_a h(z)] = \sum_b C_{ab} E[\partial_b h(z)]``
-   (this gives Wick/Isserlis for polynomials, and turns erf into a Gaussian kernel).
-4. **Base cases** on products of erf's only: ``E[1] = 1``; an odd number of odd functions has zero
-   mean; a pair is obtained from **Price's theorem**, ``\partial E[f(z_1) g(z_2)] / \partial C_{12} =
-   E[f'(z_1) g'(z_2)]``, whose right-hand side rules 1--3 give in closed form and which SymPy then
-   integrates in ``C_{12}`` from the independent point ``C_{12} = 0``.
+3. **Exponential shift.** ``E[e^{\gamma^T z} P(z)] = e^{\gamma^T C\gamma/2} E[P(z + C\gamma)]`` for
+   a polynomial ``P`` (complex ``\gamma`` gives the trigonometric Gaussians).
+4. **Conditioning on a Dirac delta.** ``E[\delta(z_b) F(z)] = (2\pi C_{bb})^{-1/2} E[F(z) | z_b = 0]``;
+   the conditional law is Gaussian with covariance ``C - C_{:b} C_{b:} / C_{bb}``.
+5. **Stein's lemma.** A polynomial factor is removed by
+   ``E[z_a h(z)] = \sum_b C_{ab} E[\partial_b h(z)]`` (Wick/Isserlis for polynomials; turns erf into
+   a Gaussian kernel and sign into ``2\delta``).
+6. **Base cases** on products of odd factors (``erf``, ``sign``): ``E[1] = 1``; an odd number of
+   them has zero mean; a pair is obtained from **Price's theorem**,
+   ``\partial E[f(z_1) g(z_2)] / \partial C_{12} = E[f'(z_1) g'(z_2)]``, whose right-hand side rules
+   1--5 give in closed form and which SymPy integrates in ``C_{12}`` from ``C_{12} = 0``.
+7. **Price line integral** (numerical, one dimension). Four odd factors have no closed form in
+   general (a four-variate orthant probability for ``sign``). Along the path ``C(s)`` that scales
+   the off-diagonal entries by ``s``, Price's theorem gives
+   ``E(C) = \int_0^1 \sum_{a<b} C_{ab} E_{C(s)}[f_a' f_b' f_c f_d] ds``, whose integrand rules 1--6
+   give in closed form; the integral is done by Gauss--Legendre quadrature in ``\theta`` with
+   ``s = \sin\theta`` (which smooths the square-root endpoint behaviour of degenerate pairs).
+   The result is the symbolic call :class:`PriceIntegral`.
 
-Expectations that these rules cannot reduce raise :class:`NoClosedForm`.
+Expectations that these rules cannot reduce raise :class:`NoClosedForm`; the derivation then uses
+Gauss--Hermite quadrature (:class:`GaussHermite`, evaluated in the generated code).
 """
 
 from __future__ import annotations
@@ -28,7 +43,19 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-__all__ = ["Atom", "Expectation", "NoClosedForm", "gaussian_expectation", "covariance_symbols"]
+__all__ = [
+    "Atom",
+    "Expectation",
+    "GaussHermite",
+    "NoClosedForm",
+    "PriceIntegral",
+    "canonical",
+    "covariance_symbols",
+    "gaussian_expectation",
+]
+
+ODD_KINDS = ("erf", "sign")
+DEFAULT_LINE_NODES = 32
 
 
 class NoClosedForm(ValueError):
@@ -37,25 +64,78 @@ class NoClosedForm(ValueError):
 
 @dataclass(frozen=True)
 class Atom:
-    """One term ``coef * x**k * exp(-alpha x**2) * erf(beta x)`` (``beta=None``: no erf factor)."""
+    """One term ``coef * x**k * exp(-alpha x**2 + gamma x) * u(x)``.
+
+    ``kind`` names ``u``: ``None`` (1), ``"erf"`` (``erf(beta x)``), ``"sign"`` or ``"delta"``.
+    """
 
     coef: sp.Expr
     k: int
     alpha: sp.Expr
-    beta: sp.Expr | None
+    beta: sp.Expr | None = None
+    kind: str | None = None
+    gamma: sp.Expr = sp.Integer(0)
 
 
 @dataclass(frozen=True)
 class Expectation:
-    """Result of the engine: the closed form, its covariance symbols and the rules it used."""
+    """Result of the engine: the expression, its covariance symbols and the rules it used."""
 
     expr: sp.Expr
     cov: sp.ImmutableMatrix
     rules: tuple[str, ...]
 
     @property
+    def numerical(self) -> bool:
+        return bool(self.expr.atoms(PriceIntegral, GaussHermite))
+
+    @property
     def method(self) -> str:
-        return "closed form (" + ", ".join(self.rules) + ")" if self.rules else "closed form"
+        gh = self.expr.atoms(GaussHermite)
+        if gh:
+            (call,) = gh
+            r = len(call.args[0])
+            n = int(call.args[1])
+            return f"numerical: Gauss-Hermite quadrature, {n}^{r} nodes"
+        text = ", ".join(r for r in self.rules if r != "Price line integral")
+        price = self.expr.atoms(PriceIntegral)
+        if price:
+            n = max(int(p.args[2]) for p in price)
+            return (
+                f"closed form ({text}) + numerical Price line integral ({n} Gauss-Legendre nodes)"
+            )
+        return f"closed form ({text})" if text else "closed form"
+
+
+class PriceIntegral(sp.Function):
+    r"""``E[f_0(z_0) f_1(z_1) f_2(z_2) f_3(z_3)]`` for four odd factors by the Price line integral.
+
+    Arguments: ``(kinds, betas, nodes, C_00, C_01, ..., C_33)`` with ``kinds`` a Tuple of Symbols
+    ``erf``/``sign``, ``betas`` the erf scales (0 for sign), ``nodes`` the number of
+    Gauss--Legendre nodes, then the ten covariance entries (upper triangle, row-major).
+    """
+
+    @classmethod
+    def eval(cls, *args):
+        return None
+
+
+class GaussHermite(sp.Function):
+    r"""``E[\prod_s f_s(z_s)]`` by tensor-product Gauss--Hermite quadrature after a (semi-definite)
+    Cholesky factorisation ``C = L L^T``.
+
+    Arguments: ``(funcs, nodes, C_00, C_01, ...)`` with ``funcs`` a Tuple of expressions in the
+    engine variable, ``nodes`` the number of nodes per dimension and the covariance entries
+    (upper triangle, row-major).
+    """
+
+    @classmethod
+    def eval(cls, *args):
+        return None
+
+
+SYMPY_LOCALS = {"PriceIntegral": PriceIntegral, "GaussHermite": GaussHermite}
+"""Names :func:`sympy.sympify` needs to read ``srepr`` output of engine results."""
 
 
 def covariance_symbols(n: int, name: str = "C") -> sp.ImmutableMatrix:
@@ -66,6 +146,57 @@ def covariance_symbols(n: int, name: str = "C") -> sp.ImmutableMatrix:
         return sp.Symbol(f"{name}_{a}{b}", positive=(a == b), real=True)
 
     return sp.ImmutableMatrix(n, n, lambda a, b: entry(a, b))
+
+
+def upper(C: sp.Matrix) -> list[sp.Expr]:
+    """Upper-triangle entries of ``C``, row-major (the argument order of the numerical calls)."""
+    n = C.shape[0]
+    return [C[a, b] for a in range(n) for b in range(a, n)]
+
+
+# --------------------------------------------------------------------------- canonical form
+def canonical(f: sp.Expr, x: sp.Symbol) -> sp.Expr:
+    """Rewrite kinks and trigonometric factors into the engine's atoms (``sign``, ``exp``).
+
+    ``Heaviside(u) -> (1 + sign(u))/2``, ``Abs(u) -> u sign(u)``, ``Max(0, u)``/``Min(0, u)`` ->
+    ``(u \\pm |u|)/2``, ``sin``/``cos``/``sinh``/``cosh`` -> exponentials, ``x^k DiracDelta(x) -> 0``.
+    The value at the kink itself is immaterial (a null set of the Gaussian).
+    """
+    f = sp.sympify(f)
+    f = f.replace(
+        lambda e: isinstance(e, (sp.Max, sp.Min)) and len(e.args) == 2 and 0 in e.args,
+        lambda e: (
+            (sum(a for a in e.args if a != 0) + sp.Abs(sum(a for a in e.args if a != 0))) / 2
+            if isinstance(e, sp.Max)
+            else (sum(a for a in e.args if a != 0) - sp.Abs(sum(a for a in e.args if a != 0))) / 2
+        ),
+    )
+    f = f.replace(lambda e: isinstance(e, sp.Heaviside), lambda e: (1 + sp.sign(e.args[0])) / 2)
+    f = f.replace(lambda e: isinstance(e, sp.Abs), lambda e: e.args[0] * sp.sign(e.args[0]))
+    if f.has(sp.sin, sp.cos, sp.sinh, sp.cosh):
+        f = f.rewrite(sp.exp)
+    f = sp.expand(f)
+    # x * DiracDelta(x) = 0 and sign(x)**2 = 1 almost everywhere / in distribution
+    f = f.replace(
+        lambda e: e.is_Mul and any(isinstance(a, sp.DiracDelta) for a in e.args) and e.has(x),
+        _kill_delta_multiples(x),
+    )
+    f = f.replace(
+        lambda e: e.is_Pow and isinstance(e.base, sp.sign) and e.exp.is_Integer,
+        lambda e: sp.Integer(1) if e.exp % 2 == 0 else e.base,
+    )
+    return f
+
+
+def _kill_delta_multiples(x):
+    def rule(e):
+        deltas = [a for a in e.args if isinstance(a, sp.DiracDelta)]
+        others = sp.Mul(*[a for a in e.args if not isinstance(a, sp.DiracDelta)])
+        if len(deltas) == 1 and deltas[0].args[0] == x and others.subs(x, 0) == 0:
+            return sp.Integer(0)
+        return e
+
+    return rule
 
 
 # --------------------------------------------------------------------------- parsing into atoms
@@ -80,22 +211,38 @@ def _parse_factor(factor: sp.Expr, x: sp.Symbol, acc: dict) -> None:
         acc["k"] += int(factor.exp)
         return
     if isinstance(factor, sp.exp):
-        poly = sp.Poly(sp.expand(factor.args[0]), x) if factor.args[0].is_polynomial(x) else None
-        if poly is not None and poly.degree() <= 2:
-            a2, a1, a0 = (poly.coeff_monomial(x**p) for p in (2, 1, 0))
-            if a1 == 0 and not (a2.is_number and a2 > 0):
-                acc["alpha"] += -a2
-                acc["coef"] *= sp.exp(a0)
-                return
-    if isinstance(factor, sp.erf) and acc["beta"] is None:
+        arg = sp.expand(factor.args[0])
+        if arg.is_polynomial(x):
+            poly = sp.Poly(arg, x)
+            if poly.degree() <= 2:
+                a2, a1, a0 = (poly.coeff_monomial(x**p) for p in (2, 1, 0))
+                if not (a2.is_number and a2 > 0):
+                    acc["alpha"] += -a2
+                    acc["gamma"] += a1
+                    acc["coef"] *= sp.exp(a0)
+                    return
+    if isinstance(factor, (sp.erf, sp.sign, sp.DiracDelta)) and acc["kind"] is None:
         arg = sp.expand(factor.args[0])
         beta = sp.simplify(arg / x)
-        if not beta.has(x):
-            if beta.is_number and beta < 0:  # erf is odd
-                acc["coef"] *= -1
-                beta = -beta
-            acc["beta"] = beta
+        if not beta.has(x) and beta.is_number and beta != 0:
+            if isinstance(factor, sp.erf):
+                if beta < 0:  # erf is odd
+                    acc["coef"] *= -1
+                    beta = -beta
+                acc["kind"], acc["beta"] = "erf", beta
+            elif isinstance(factor, sp.sign):
+                if beta < 0:
+                    acc["coef"] *= -1
+                acc["kind"] = "sign"
+            else:
+                if len(factor.args) > 1:
+                    raise NoClosedForm(f"no closed-form rule for the factor {factor}")
+                acc["coef"] /= abs(beta)  # delta(b x) = delta(x)/|b|
+                acc["kind"] = "delta"
             return
+    if isinstance(factor, sp.sign) and acc["kind"] == "sign" and factor.args[0] == x:
+        acc["kind"] = None  # sign(x)^2 = 1 almost everywhere
+        return
     if isinstance(factor, sp.Pow) and factor.exp.is_Integer and factor.exp > 1:
         for _ in range(int(factor.exp)):
             _parse_factor(factor.base, x, acc)
@@ -106,23 +253,57 @@ def _parse_factor(factor: sp.Expr, x: sp.Symbol, acc: dict) -> None:
 def atoms_of(f: sp.Expr, x: sp.Symbol) -> tuple[Atom, ...]:
     """Split ``f(x)`` into atoms (raises :class:`NoClosedForm` for unsupported factors)."""
     atoms = []
-    for term in sp.Add.make_args(sp.expand(sp.sympify(f))):
-        acc = {"coef": sp.Integer(1), "k": 0, "alpha": sp.Integer(0), "beta": None}
+    for term in sp.Add.make_args(canonical(f, x)):
+        acc = {
+            "coef": sp.Integer(1),
+            "k": 0,
+            "alpha": sp.Integer(0),
+            "gamma": sp.Integer(0),
+            "beta": None,
+            "kind": None,
+        }
         for factor in sp.Mul.make_args(term):
             _parse_factor(factor, x, acc)
         if acc["coef"] != 0:
-            atoms.append(Atom(acc["coef"], acc["k"], sp.nsimplify(acc["alpha"]), acc["beta"]))
+            atoms.append(
+                Atom(
+                    acc["coef"],
+                    acc["k"],
+                    sp.nsimplify(acc["alpha"]),
+                    acc["beta"],
+                    acc["kind"],
+                    acc["gamma"],
+                )
+            )
     return tuple(atoms)
 
 
+def _plain(atom: Atom, **changes) -> Atom:
+    d = {
+        "coef": sp.Integer(1),
+        "k": atom.k,
+        "alpha": atom.alpha,
+        "beta": atom.beta,
+        "kind": atom.kind,
+        "gamma": atom.gamma,
+    }
+    d.update(changes)
+    return Atom(**d)
+
+
 def _derivative(atom: Atom) -> tuple[Atom, ...]:
-    """Atoms of d/dx of an atom with ``alpha == 0`` (the only case Stein's lemma meets)."""
+    """Atoms of d/dx of an atom with ``alpha == gamma == 0`` and no delta (what Stein's lemma
+    and Price's theorem meet)."""
+    if atom.alpha != 0 or atom.gamma != 0 or atom.kind == "delta":
+        raise NoClosedForm("derivative of a tilted, shifted or delta atom")
     out = []
     if atom.k > 0:
-        out.append(Atom(atom.coef * atom.k, atom.k - 1, sp.Integer(0), atom.beta))
-    if atom.beta is not None:
+        out.append(Atom(atom.coef * atom.k, atom.k - 1, sp.Integer(0), atom.beta, atom.kind))
+    if atom.kind == "erf":
         b = atom.beta
-        out.append(Atom(atom.coef * 2 * b / sp.sqrt(sp.pi), atom.k, b**2, None))
+        out.append(Atom(atom.coef * 2 * b / sp.sqrt(sp.pi), atom.k, b**2, None, None))
+    elif atom.kind == "sign" and atom.k == 0:  # x^k delta(x) = 0 for k >= 1
+        out.append(Atom(atom.coef * 2, 0, sp.Integer(0), None, "delta"))
     return tuple(out)
 
 
@@ -132,27 +313,27 @@ def _submatrix(C: sp.ImmutableMatrix, keep: Sequence[int]) -> sp.ImmutableMatrix
 
 
 def _expect_slots(
-    slots: tuple[tuple[Atom, ...], ...], C: sp.ImmutableMatrix, rules: set
+    slots: tuple[tuple[Atom, ...], ...], C: sp.ImmutableMatrix, rules: set, opts: tuple
 ) -> sp.Expr:
     total = sp.Integer(0)
     for choice in itertools.product(*slots):
-        total += _expect_atoms(tuple(choice), C, rules)
+        total += _expect_atoms(tuple(choice), C, rules, opts)
     return total
 
 
-def _expect_atoms(atoms: tuple[Atom, ...], C: sp.ImmutableMatrix, rules: set) -> sp.Expr:
-    expr, used = _expect_atoms_cached(atoms, C)
+def _expect_atoms(atoms: tuple[Atom, ...], C: sp.ImmutableMatrix, rules: set, opts: tuple):
+    expr, used = _expect_atoms_cached(atoms, C, opts)
     rules.update(used)
     return expr
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)
 def _expect_atoms_cached(
-    atoms: tuple[Atom, ...], C: sp.ImmutableMatrix
+    atoms: tuple[Atom, ...], C: sp.ImmutableMatrix, opts: tuple
 ) -> tuple[sp.Expr, frozenset]:
     rules: set[str] = set()
     coef = sp.Mul(*[a.coef for a in atoms])
-    atoms = tuple(Atom(sp.Integer(1), a.k, a.alpha, a.beta) for a in atoms)
+    atoms = tuple(_plain(a) for a in atoms)
     n = len(atoms)
 
     # Rule 2: Gaussian tilting of every exp(-alpha z^2) factor at once.
@@ -168,22 +349,58 @@ def _expect_atoms_cached(
         CA = sp.Matrix(n, len(tilted), lambda a, b: C[a, tilted[b]])
         num = (det * sp.Matrix(C) - CA * Mx.adjugate() * D * CA.T).applyfunc(sp.cancel)
         Cp = sp.ImmutableMatrix(num / delta)
-        rest = tuple(Atom(a.coef, a.k, sp.Integer(0), a.beta) for a in atoms)
-        inner = _tidy(_expect_atoms(rest, Cp, rules) / sp.sqrt(delta))
+        rest = tuple(_plain(a, alpha=sp.Integer(0)) for a in atoms)
+        inner = _tidy(_expect_atoms(rest, Cp, rules, opts) / sp.sqrt(delta))
         return coef * inner.xreplace({delta: det}), frozenset(rules)
 
+    # Rule 3: exponential shift (polynomial companions only).
+    if any(a.gamma != 0 for a in atoms):
+        if any(a.kind is not None for a in atoms):
+            raise NoClosedForm("exponential factor together with erf/sign/delta")
+        rules.add("exponential shift")
+        g = sp.Matrix([a.gamma for a in atoms])
+        mu = sp.Matrix(C) * g
+        front = sp.exp(sp.expand((g.T * sp.Matrix(C) * g)[0, 0] / 2))
+        slots = tuple(
+            tuple(
+                Atom(sp.binomial(a.k, j) * mu[s] ** (a.k - j), j, sp.Integer(0))
+                for j in range(a.k + 1)
+            )
+            for s, a in enumerate(atoms)
+        )
+        return coef * front * sp.expand(_expect_slots(slots, C, rules, opts)), frozenset(rules)
+
     # Constant slots carry no field dependence: drop them.
-    keep = [s for s, a in enumerate(atoms) if a.k > 0 or a.beta is not None]
+    keep = [s for s, a in enumerate(atoms) if a.k > 0 or a.kind is not None]
     if len(keep) < n:
-        inner = _expect_atoms(tuple(atoms[s] for s in keep), _submatrix(C, keep), rules)
+        inner = _expect_atoms(tuple(atoms[s] for s in keep), _submatrix(C, keep), rules, opts)
         return coef * inner, frozenset(rules)
 
-    # Rule 3: Stein's lemma on the first polynomial factor.
+    # Rule 4: conditioning on a Dirac delta.
+    deltas = [s for s, a in enumerate(atoms) if a.kind == "delta"]
+    if deltas:
+        b = deltas[0]
+        if atoms[b].k > 0:
+            return sp.Integer(0), frozenset(rules)
+        rules.add("conditioning on a delta")
+        rest = [s for s in range(n) if s != b]
+        cbb = C[b, b]
+        var = cbb if cbb.is_Symbol else sp.Dummy("V", positive=True)
+        Cp = sp.ImmutableMatrix(
+            len(rest),
+            len(rest),
+            lambda p, q: sp.cancel(C[rest[p], rest[q]] - C[rest[p], b] * C[b, rest[q]] / var),
+        )
+        inner = _expect_atoms(tuple(atoms[s] for s in rest), Cp, rules, opts)
+        value = _tidy(inner / sp.sqrt(2 * sp.pi * var))
+        return coef * value.xreplace({var: cbb}), frozenset(rules)
+
+    # Rule 5: Stein's lemma on the first polynomial factor.
     poly = [s for s, a in enumerate(atoms) if a.k > 0]
     if poly:
         rules.add("Stein's lemma")
         a = poly[0]
-        h = Atom(sp.Integer(1), atoms[a].k - 1, sp.Integer(0), atoms[a].beta)
+        h = _plain(atoms[a], k=atoms[a].k - 1)
         total = sp.Integer(0)
         for b in range(n):
             if C[a, b] == 0:
@@ -193,21 +410,38 @@ def _expect_atoms_cached(
             slots[b] = _derivative(h) if b == a else _derivative(atoms[b])
             if not slots[b]:
                 continue
-            total += C[a, b] * _expect_slots(tuple(slots), C, rules)
+            total += C[a, b] * _expect_slots(tuple(slots), C, rules, opts)
         return coef * total, frozenset(rules)
 
-    # Rule 4: base cases, products of erf's only.
+    # Rule 6: base cases, products of odd factors (erf, sign) only.
     if n == 0:
         return coef, frozenset(rules)
     if n % 2 == 1:
         rules.add("odd symmetry")
         return sp.Integer(0), frozenset(rules)
     if n == 2:
-        rules.add("erf pair by Price's theorem")
-        lemma, (b1, b2, c11, c22, c12) = _erf_pair_lemma()
-        sub = {b1: atoms[0].beta, b2: atoms[1].beta, c11: C[0, 0], c22: C[1, 1], c12: C[0, 1]}
+        kinds = (atoms[0].kind, atoms[1].kind)
+        order = (0, 1) if kinds <= kinds[::-1] else (1, 0)
+        a0, a1 = atoms[order[0]], atoms[order[1]]
+        rules.add(f"{a0.kind}-{a1.kind} pair by Price's theorem")
+        lemma, (b1, b2, c11, c22, c12) = _pair_lemma(a0.kind, a1.kind)
+        sub = {
+            b1: a0.beta or sp.Integer(1),
+            b2: a1.beta or sp.Integer(1),
+            c11: C[order[0], order[0]],
+            c22: C[order[1], order[1]],
+            c12: C[0, 1],
+        }
         return coef * lemma.xreplace(sub), frozenset(rules)
-    raise NoClosedForm(f"no closed form for a product of {n} erf factors")
+    line_nodes = dict(opts).get("line_nodes")
+    if n == 4 and line_nodes:
+        rules.add("Price line integral")
+        kinds = sp.Tuple(*[sp.Symbol(a.kind) for a in atoms])
+        betas = sp.Tuple(*[a.beta if a.kind == "erf" else sp.Integer(0) for a in atoms])
+        return coef * PriceIntegral(kinds, betas, sp.Integer(line_nodes), *upper(C)), frozenset(
+            rules
+        )
+    raise NoClosedForm(f"no closed form for a product of {n} odd factors")
 
 
 def _tidy(expr: sp.Expr) -> sp.Expr:
@@ -220,40 +454,31 @@ def _tidy(expr: sp.Expr) -> sp.Expr:
     return sp.factor_terms(expr)
 
 
-@functools.lru_cache(maxsize=1)
-def _erf_pair_lemma():
-    r"""``E[erf(b_1 z_1) erf(b_2 z_2)]`` derived by Price's theorem.
+@functools.lru_cache(maxsize=8)
+def _pair_lemma(kind1: str, kind2: str):
+    r"""``E[u_1(z_1) u_2(z_2)]`` for odd ``u`` (``erf(b x)`` or ``sign(x)``) by Price's theorem.
 
-    ``d/dC_12 E[erf erf] = E[erf' erf']`` is a tilting integral; integrate it from ``C_12 = 0``,
-    where the two fields are independent and each odd factor has zero mean.
+    ``d/dC_12 E[u_1 u_2] = E[u_1' u_2']`` is a tilting/conditioning integral of the form
+    ``1/\sqrt{A - B s^2}``; integrate it from ``C_12 = 0``, where the two fields are independent
+    and each odd factor has zero mean.
     """
     b1, b2, c11, c22 = sp.symbols("b1 b2 c11 c22", positive=True)
     c12, s = sp.symbols("c12 s", real=True)
     C = sp.ImmutableMatrix([[c11, s], [s, c22]])
-    deriv_slots = (
-        _derivative(Atom(sp.Integer(1), 0, sp.Integer(0), b1)),
-        _derivative(Atom(sp.Integer(1), 0, sp.Integer(0), b2)),
-    )
-    density = _expect_slots(deriv_slots, C, set())  # E[erf'(b1 z1) erf'(b2 z2)] at C_12 = s
-    # At s = 0 the factors are independent: E = E[erf(b1 z1)] E[erf(b2 z2)] = 0 * 0.
-    at_zero = sp.Mul(
-        *[
-            _expect_atoms(
-                (Atom(sp.Integer(1), 0, sp.Integer(0), b),), sp.ImmutableMatrix([[c]]), set()
-            )
-            for b, c in ((b1, c11), (b2, c22))
-        ]
-    )
-    # density = k / sqrt(A - B s^2): integrate with A, B as positive symbols, then substitute.
+    first = [
+        Atom(sp.Integer(1), 0, sp.Integer(0), b if kd == "erf" else None, kd)
+        for b, kd in ((b1, kind1), (b2, kind2))
+    ]
+    density = _expect_slots(tuple(_derivative(a) for a in first), C, set(), ())
+    # At s = 0 the factors are independent and each odd factor has zero mean: the value is 0.
     A, B = sp.symbols("A B", positive=True)
     radicand = sp.expand(1 / (density**2))
     poly = sp.Poly(radicand, s)
     a0, a2 = poly.coeff_monomial(1), -poly.coeff_monomial(s**2)
     if poly.degree() != 2 or poly.coeff_monomial(s) != 0:
-        raise NoClosedForm("unexpected form of the erf-pair Price integrand")
-    # density = 1/sqrt(a0 - a2 s^2) with a0, a2 > 0.
+        raise NoClosedForm("unexpected form of the Price integrand of an odd pair")
     antider = sp.integrate(1 / sp.sqrt(A - B * s**2), (s, 0, c12), conds="none")
-    value = at_zero + antider.xreplace({A: a0, B: a2})
+    value = antider.xreplace({A: a0, B: a2})
     value = sp.simplify(value).replace(
         lambda e: e.is_Pow and e.exp.is_Rational and e.exp.q == 2,
         lambda e: sp.Pow(sp.factor(e.base), e.exp),
@@ -261,33 +486,66 @@ def _erf_pair_lemma():
     return value, (b1, b2, c11, c22, c12)
 
 
+def price_integrand(
+    call: PriceIntegral, s: sp.Symbol
+) -> tuple[list[tuple[tuple[int, int], sp.Expr]], tuple[sp.Symbol, ...]]:
+    r"""Closed-form integrands of a :class:`PriceIntegral`: for each pair ``a < b`` the term
+    ``C_{ab} E_{C(s)}[u_a' u_b' u_c u_d]`` (``C(s)``: off-diagonal entries scaled by ``s``), in
+    covariance symbols ``C_ab`` and ``s``; the value is ``\int_0^1`` of their sum."""
+    kinds, betas = call.args[0], call.args[1]
+    C = covariance_symbols(4)
+    Cs = sp.ImmutableMatrix(4, 4, lambda a, b: C[a, b] if a == b else s * C[a, b])
+    atoms = [
+        Atom(sp.Integer(1), 0, sp.Integer(0), (bt if str(kd) == "erf" else None), str(kd))
+        for kd, bt in zip(kinds, betas, strict=True)
+    ]
+    terms = []
+    for a, b in itertools.combinations(range(4), 2):
+        slots = [(atom,) for atom in atoms]
+        slots[a] = _derivative(atoms[a])
+        slots[b] = _derivative(atoms[b])
+        terms.append(((a, b), C[a, b] * _expect_slots(tuple(slots), Cs, set(), ())))
+    return terms, tuple(upper(C))
+
+
 # --------------------------------------------------------------------------- public entry
 @functools.lru_cache(maxsize=1024)
-def _gaussian_expectation_cached(funcs: tuple[sp.Expr, ...], x: sp.Symbol, cov: sp.ImmutableMatrix):
+def _gaussian_expectation_cached(
+    funcs: tuple[sp.Expr, ...], x: sp.Symbol, cov: sp.ImmutableMatrix, opts: tuple
+):
     rules: set[str] = set()
     slots = tuple(atoms_of(f, x) for f in funcs)
     if any(len(s) == 0 for s in slots):
         return sp.Integer(0), ()
-    expr = _expect_slots(slots, cov, rules)
+    expr = _expect_slots(slots, cov, rules, opts)
     return expr, tuple(sorted(rules))
 
 
 def gaussian_expectation(
-    funcs: Sequence[sp.Expr], x: sp.Symbol, *, cov: sp.Matrix | None = None
+    funcs: Sequence[sp.Expr],
+    x: sp.Symbol,
+    *,
+    cov: sp.Matrix | None = None,
+    line_nodes: int | None = None,
+    quadrature_nodes: int | None = None,
 ) -> Expectation:
-    r"""Closed form of ``E[\prod_s f_s(z_s)]`` for ``z ~ N(0, cov)``.
+    r"""``E[\prod_s f_s(z_s)]`` for ``z ~ N(0, cov)``: closed form where the rules reach one.
 
     Args:
         funcs: one SymPy expression in ``x`` per field (repeat a field by repeating its row in
             ``cov``).
         x: the variable the expressions are written in.
         cov: symmetric covariance (default: symbols ``C_ab`` from :func:`covariance_symbols`).
+        line_nodes: allow the one-dimensional numerical :class:`PriceIntegral` for products of
+            four odd factors, with this many Gauss--Legendre nodes (default: not allowed).
+        quadrature_nodes: if the rules fail, return a :class:`GaussHermite` call with this many
+            nodes per dimension instead of raising (default: raise).
 
     Returns:
         :class:`Expectation` with the expression, the covariance used and the rules applied.
 
     Raises:
-        NoClosedForm: if the rules (tilting, Stein, odd symmetry, Price) cannot reduce it.
+        NoClosedForm: if the rules cannot reduce it and ``quadrature_nodes`` is not given.
 
     Example:
         >>> import sympy as sp
@@ -299,5 +557,20 @@ def gaussian_expectation(
     cov = covariance_symbols(len(funcs)) if cov is None else sp.ImmutableMatrix(cov)
     if cov.shape != (len(funcs), len(funcs)):
         raise ValueError(f"cov must be {len(funcs)}x{len(funcs)}, got shape {cov.shape}")
-    expr, rules = _gaussian_expectation_cached(tuple(sp.sympify(f) for f in funcs), x, cov)
+    funcs = tuple(sp.sympify(f) for f in funcs)
+    opts = (("line_nodes", line_nodes),) if line_nodes else ()
+    try:
+        expr, rules = _gaussian_expectation_cached(funcs, x, cov, opts)
+    except NoClosedForm:
+        if not quadrature_nodes:
+            raise
+        g = sp.Symbol("x", real=True)
+        call = GaussHermite(
+            sp.Tuple(*[f.xreplace({x: g}) for f in funcs]),
+            sp.Integer(quadrature_nodes),
+            *upper(cov),
+        )
+        return Expectation(expr=call, cov=cov, rules=("Gauss-Hermite quadrature",))
+    if expr.has(sp.I):  # trigonometric factors: the imaginary parts cancel on expansion
+        expr = sp.expand(expr)
     return Expectation(expr=expr, cov=cov, rules=rules)

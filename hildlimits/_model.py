@@ -55,6 +55,10 @@ class Committee:
         activation: student activation name (see :func:`hildlimits.available_activations`).
         teacher_activation: teacher activation name (default: same as the student).
         train_second_layer: whether the student's second layer ``v`` is trained.
+        quadrature_nodes: Gauss--Hermite nodes per dimension for expectations without a closed
+            form (default: 96, 48, 32, 20 for 1, 2, 3, 4 fields).
+        line_nodes: Gauss--Legendre nodes of the one-dimensional Price line integral used for
+            products of four odd factors such as ReLU's four-point terms (default 32).
 
     Example:
         >>> Committee(K=2, M=2, activation="erf").teacher_activation
@@ -66,11 +70,16 @@ class Committee:
     activation: str = "erf"
     teacher_activation: str | None = None
     train_second_layer: bool = False
+    quadrature_nodes: int | None = None
+    line_nodes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "K", _positive_int("K", self.K))
         object.__setattr__(self, "M", _positive_int("M", self.M))
-        get_activation(self.activation, field="activation")
+        for name in ("quadrature_nodes", "line_nodes"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _positive_int(f"model.{name}", getattr(self, name)))
+        get_activation(self.activation, field="activation", student=True)
         if self.teacher_activation is None:
             object.__setattr__(self, "teacher_activation", self.activation)
         get_activation(self.teacher_activation, field="teacher_activation")
@@ -84,6 +93,8 @@ class Committee:
             "activation": self.activation,
             "teacher_activation": self.teacher_activation,
             "train_second_layer": self.train_second_layer,
+            "quadrature_nodes": self.quadrature_nodes,
+            "line_nodes": self.line_nodes,
         }
 
 

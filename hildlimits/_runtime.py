@@ -8,6 +8,7 @@ on a broadcast grid with one axis per unit index, so the same generated code ser
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -109,6 +110,37 @@ class Grid:
                 return self._place(array, *names)
         return array[tuple(self.idx[name] for name in names)]
 
+    def by_pattern(self, omega, labels: Sequence[str], variants: dict):
+        """Evaluate an expectation whose slots carry unit indices ``labels`` with the variant that
+        matches, at each grid point, the pattern of coinciding same-kind units.
+
+        ``variants`` maps a partition of the slots (each slot labelled by the first slot of its
+        group) to ``f(cov)``, where ``cov(a, b)`` gives the covariance of merged slots ``a``, ``b``.
+        """
+        shape = tuple(self.shape)
+        idx = [np.broadcast_to(self.idx[name], shape).ravel() for name in labels]
+        kinds = [self.kind[name] for name in labels]
+        r = len(labels)
+        groups = np.empty((idx[0].size, r), dtype=int) if r else np.empty((1, 0), dtype=int)
+        for s in range(r):
+            groups[:, s] = s
+            for t in range(s - 1, -1, -1):
+                if kinds[t] == kinds[s]:
+                    groups[:, s] = np.where(idx[t] == idx[s], groups[:, t], groups[:, s])
+        out = jnp.zeros(groups.shape[0], omega.dtype)
+        for pattern in np.unique(groups, axis=0):
+            pts = np.nonzero((groups == pattern).all(axis=1))[0]
+            reps = sorted(set(pattern.tolist()))
+
+            def cov(a, b, pts=pts, reps=reps):
+                sa, sb = reps[a], reps[b]
+                return omega[
+                    self.offset[labels[sa]] + idx[sa][pts], self.offset[labels[sb]] + idx[sb][pts]
+                ]
+
+            out = out.at[pts].set(variants[tuple(pattern.tolist())](cov))
+        return out.reshape(shape)
+
     def delta(self, a: str, b: str):
         return (self.idx[a] == self.idx[b]).astype(float)
 
@@ -128,3 +160,61 @@ class Grid:
         n = self.free_size[0]
         out = jnp.zeros((n, n), values.dtype)
         return out.at[ia, ib].set(values).at[ib, ia].set(values)
+
+
+# --------------------------------------------------------------------------- numerical expectations
+def price_nodes(cab, caa, cbb, n: int):
+    r"""Nodes ``s`` and weights of ``\int_0^1 f(s) ds`` for the Price-integral term of the pair
+    ``(a, b)``, shaped ``(..., n)``: ``n``-point Gauss--Legendre in ``\phi`` with
+    ``s = \sin(\phi)/\rho_{ab}``, ``\phi \in [0, \arcsin\rho_{ab}]``, which absorbs the factor
+    ``(1 - s^2\rho_{ab}^2)^{-1/2}`` of the pair's density (sharp when ``|\rho_{ab}| \to 1``)."""
+    t, w = np.polynomial.legendre.leggauss(n)
+    u, w = (t + 1) / 2, w / 2
+    rho = jnp.clip(jnp.abs(cab) / jnp.sqrt(caa * cbb), 0.0, 1.0)
+    small = rho < 1e-6
+    safe = jnp.where(small, 1.0, rho)
+    phimax = jnp.arcsin(safe)
+    s = jnp.where(small, u, jnp.sin(u * phimax) / safe)
+    ws = jnp.where(small, w, w * phimax * jnp.cos(u * phimax) / safe)
+    return s, ws
+
+
+@functools.lru_cache(maxsize=32)
+def gauss_hermite_grid(n: int, r: int, prune: float = 1e-13) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor-product Gauss--Hermite rule for ``N(0, I_r)``: nodes ``(P, r)`` and weights ``(P,)``
+    (normalised to sum 1; products of weights below ``prune`` are dropped)."""
+    t, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / w.sum()
+    grids = np.meshgrid(*([t] * r), indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], axis=-1)
+    weights = np.prod(np.meshgrid(*([w] * r), indexing="ij"), axis=0).ravel()
+    keep = weights > prune
+    return nodes[keep], weights[keep]
+
+
+def trailing(entries):
+    """Append a quadrature axis to each covariance entry (broadcast against the nodes)."""
+    return [jnp.expand_dims(jnp.asarray(c), -1) for c in entries]
+
+
+def gauss_hermite_fields(entries, r: int, n: int):
+    """Fields ``z_s`` at the Gauss--Hermite nodes for the covariance given by its upper triangle
+    ``entries`` (row-major), via a semi-definite Cholesky factorisation that tolerates the
+    singular covariances of coincident units; returns ``(z, weights)``."""
+    xi, w = gauss_hermite_grid(n, r)
+    it = iter(trailing(entries))
+    C = [[None] * r for _ in range(r)]
+    for a in range(r):
+        for b in range(a, r):
+            C[a][b] = C[b][a] = next(it)
+    L = [[0.0] * r for _ in range(r)]
+    for j in range(r):
+        d = C[j][j] - sum(L[j][k] ** 2 for k in range(j))
+        ok = d > 1e-12 * C[j][j]
+        ljj = jnp.sqrt(jnp.where(ok, d, 1.0))
+        L[j][j] = jnp.where(ok, ljj, 0.0)
+        for i in range(j + 1, r):
+            off = C[i][j] - sum(L[i][k] * L[j][k] for k in range(j))
+            L[i][j] = jnp.where(ok, off / ljj, 0.0)
+    z = [sum(L[s][t] * xi[:, t] for t in range(s + 1)) for s in range(r)]
+    return z, w

@@ -78,7 +78,7 @@ def test_odd_products_vanish_and_rules_are_recorded():
     e = gaussian_expectation([g, g, g], X)
     assert e.expr == 0 and "odd symmetry" in e.rules
     e = gaussian_expectation([dg, dg, g, g], X)
-    assert set(e.rules) == {"Gaussian tilting", "erf pair by Price's theorem"}
+    assert set(e.rules) == {"Gaussian tilting", "erf-erf pair by Price's theorem"}
 
 
 def test_no_closed_form_is_reported():

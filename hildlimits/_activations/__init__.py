@@ -1,7 +1,8 @@
 """Activation registry.
 
 An activation is a SymPy expression in ``x``; the Gaussian-expectation engine works on that
-expression, so adding one means one new file here plus one line in ``_REGISTRY`` below.
+expression, so adding one means one new file here plus one line in ``_REGISTRY`` below. Any other
+string is parsed as a SymPy expression in ``x`` (see :func:`._expression.parse_activation`).
 """
 
 from __future__ import annotations
@@ -10,22 +11,57 @@ from .._errors import ConfigError
 from ._base import Activation as Activation
 from ._base import X as X
 from ._erf import ERF
+from ._expression import parse_activation
+from ._hermite import HERMITE
 from ._linear import LINEAR
+from ._quadratic import QUADRATIC
+from ._relu import RELU
+from ._sigmoid import SIGMOID
+from ._sign import SIGN
+from ._tanh import TANH
 
-_REGISTRY: dict[str, Activation] = {a.name: a for a in (ERF, LINEAR)}
+_REGISTRY: dict[str, Activation] = {
+    a.name: a for a in (ERF, LINEAR, RELU, TANH, SIGMOID, QUADRATIC, SIGN, *HERMITE)
+}
 
 
 def available_activations() -> tuple[str, ...]:
-    """Names accepted for ``activation`` and ``teacher_activation``."""
+    """Names accepted for ``activation`` and ``teacher_activation`` (besides expressions in x)."""
     return tuple(sorted(_REGISTRY))
 
 
-def get_activation(name: object, *, field: str = "activation") -> Activation:
-    """Look up an activation by name; ``field`` names the config entry in error messages."""
+def get_activation(name: object, *, field: str = "activation", student: bool = False) -> Activation:
+    """Look up an activation by name, or parse an expression in ``x``.
+
+    Args:
+        name: a registry name (:func:`available_activations`) or an expression string.
+        field: the config entry named in error messages.
+        student: the student's activation must have a derivative (``g'`` enters the update).
+
+    Raises:
+        ConfigError: unknown name / unparsable expression, or a student activation without a
+            derivative (``sign``).
+    """
     if isinstance(name, Activation):
-        return name
-    if not isinstance(name, str) or name not in _REGISTRY:
+        act = name
+    elif not isinstance(name, str) or not name.strip():
         raise ConfigError(
-            f"{field} must be one of {', '.join(map(repr, available_activations()))}, got {name!r}"
+            f"{field} must be one of {', '.join(map(repr, available_activations()))} or an "
+            f"expression in x, got {name!r}"
         )
-    return _REGISTRY[name]
+    elif name in _REGISTRY:
+        act = _REGISTRY[name]
+    else:
+        act = parse_activation(name, field=field)
+    if student and not act.differentiable:
+        raise ConfigError(
+            f"{field} = {act.name!r} cannot be a student activation: its derivative "
+            f"{_derivative_text(act)} is not a function (it may be a teacher_activation)"
+        )
+    return act
+
+
+def _derivative_text(act: Activation) -> str:
+    import sympy as sp
+
+    return sp.sstr(act.derivative(1))

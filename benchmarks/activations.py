@@ -1,0 +1,84 @@
+"""Warm solve time of ReLU (closed forms + the numerical Price line integral for the four-point
+terms) against erf at the same K. Run: python benchmarks/activations.py [--Ks 2,8] [--tanh]
+
+Same problem for every activation: K = M, random initial overlaps (student weights of norm 0.5,
+orthonormal teacher), fixed second layer, lr = 0.5, output noise sigma = 0.1, t1 = 1000,
+200 log-spaced saves, default tolerances. (With sigma = 0 and a realisable ReLU teacher the
+student recovers the teacher exactly; near that point the ReLU closed forms are not Lipschitz
+(sqrt(1 - rho^2)) and the adaptive steps shrink -- see the README -- so the benchmark uses noise.)
+``--tanh`` adds tanh (Gauss-Hermite quadrature for every expectation) at K = 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+import hildlimits as hl  # noqa: E402
+
+
+def problem(K: int, activation: str, seed: int = 0):
+    model = hl.Committee(K=K, M=K, activation=activation)
+    rng = np.random.default_rng(seed)
+    N = 10_000
+    W = rng.standard_normal((K, N)) * 0.5
+    Ws = np.linalg.qr(rng.standard_normal((K, N)).T)[0].T * np.sqrt(N)
+    init = hl.Overlaps.for_model(model, Q=W @ W.T / N, R=W @ Ws.T / N, T=np.eye(K))
+    return model, init
+
+
+def time_solve(K: int, activation: str, repeats: int) -> dict:
+    model, init = problem(K, activation)
+    t0 = time.perf_counter()
+    system = hl.derive(model)
+    t_derive = time.perf_counter() - t0
+    kw = dict(init=init, hyper=hl.Hyperparams(lr=0.5, noise=0.1), t1=1000.0, n_save=200)
+    t0 = time.perf_counter()
+    traj = hl.solve(system, **kw)
+    first = time.perf_counter() - t0
+    warm = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        traj = hl.solve(system, **kw)
+        warm.append(time.perf_counter() - t0)
+    w = statistics.median(warm)
+    return {
+        "derive": t_derive,
+        "compile": first - w,
+        "warm": w,
+        "steps": traj.num_steps,
+        "risk": float(traj.risk[-1]),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--Ks", default="2,8")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tanh", action="store_true")
+    ns = p.parse_args()
+    print(
+        f"{'K=M':>4} {'activation':>10} {'derive [s]':>10} {'compile [s]':>11} {'warm [s]':>9} "
+        f"{'steps':>6} {'risk(t1)':>10} {'warm / erf':>10}"
+    )
+    for K in [int(k) for k in ns.Ks.split(",")]:
+        acts = ["erf", "relu"] + (["tanh"] if ns.tanh and K <= 2 else [])
+        base = None
+        for act in acts:
+            r = time_solve(K, act, ns.repeats)
+            base = r["warm"] if act == "erf" else base
+            print(
+                f"{K:>4} {act:>10} {r['derive']:>10.2f} {r['compile']:>11.2f} {r['warm']:>9.3f} "
+                f"{r['steps']:>6} {r['risk']:>10.3e} {r['warm'] / base:>10.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

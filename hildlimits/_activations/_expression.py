@@ -1,0 +1,80 @@
+"""Activations given by the user as a SymPy expression string in ``x``."""
+
+from __future__ import annotations
+
+import math
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+from sympy.parsing.sympy_parser import parse_expr, standard_transformations
+
+from .._errors import ConfigError
+from ._base import Activation, X
+
+ALLOWED_FUNCTIONS = {
+    f.__name__: f
+    for f in (
+        sp.exp,
+        sp.log,
+        sp.sqrt,
+        sp.sin,
+        sp.cos,
+        sp.tan,
+        sp.sinh,
+        sp.cosh,
+        sp.tanh,
+        sp.atan,
+        sp.asinh,
+        sp.erf,
+        sp.erfc,
+        sp.Abs,
+        sp.sign,
+        sp.Heaviside,
+        sp.Max,
+        sp.Min,
+    )
+}
+_NAMES = {**ALLOWED_FUNCTIONS, "abs": sp.Abs, "pi": sp.pi, "E": sp.E}
+
+
+def parse_activation(text: str, *, field: str) -> Activation:
+    """Parse ``text`` (e.g. ``"x**3 - 3*x"``, ``"log(1 + exp(x))"``) into an :class:`Activation`.
+
+    Raises:
+        ConfigError: naming ``field`` for syntax errors, symbols other than ``x``, unknown
+            functions, or an expression that is not real and finite on the real line.
+    """
+    glob = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational}
+    glob.update({"Symbol": sp.Symbol, "Function": sp.Function})
+    glob.update(_NAMES)
+    try:
+        expr = parse_expr(
+            text, local_dict={"x": X}, global_dict=glob, transformations=standard_transformations
+        )
+    except (SyntaxError, TypeError, ValueError, AttributeError, NameError) as exc:
+        raise ConfigError(f"{field}: cannot parse {text!r} as an expression in x ({exc})") from None
+    if not isinstance(expr, sp.Expr):
+        raise ConfigError(f"{field}: {text!r} is not an expression in x")
+    unknown = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})
+    if unknown:
+        raise ConfigError(
+            f"{field}: unknown function {unknown[0]!r} in {text!r} "
+            f"(known: {', '.join(sorted(_NAMES))})"
+        )
+    extra = sorted(str(s) for s in expr.free_symbols - {X})
+    if extra:
+        raise ConfigError(f"{field}: {text!r} may only use the variable x, found {extra[0]!r}")
+    if not expr.has(X):
+        raise ConfigError(f"{field}: {text!r} does not depend on x")
+    f = sp.lambdify(X, expr, "math")
+    for point in (-3.0, -1.0, -0.3, 0.0, 0.3, 1.0, 3.0):
+        try:
+            value = complex(f(point))
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            value = complex(math.nan)
+        if value.imag != 0 or not math.isfinite(value.real):
+            raise ConfigError(
+                f"{field}: {text!r} is not real and finite on the real line "
+                f"(at x = {point}: {value.real if value.imag == 0 else value})"
+            )
+    return Activation(name=text, expr=expr, description=f"g(x) = {sp.sstr(expr)} (user expression)")
