@@ -2,7 +2,7 @@
 terms) against erf at the same K. Run: python benchmarks/activations.py [--Ks 2,8] [--tanh]
 
 Same problem for every activation: K = M, random initial overlaps (student weights of norm 0.5,
-orthonormal teacher), fixed second layer, lr = 0.5, output noise sigma = 0.1, t1 = 1000,
+orthonormal teacher), fixed second layer, lr = 0.2, output noise sigma = 0.1, t1 = 1000,
 200 log-spaced saves, default tolerances. (With sigma = 0 and a realisable ReLU teacher the
 student recovers the teacher exactly; near that point the ReLU closed forms are not Lipschitz
 (sqrt(1 - rho^2)) and the adaptive steps shrink -- see the README -- so the benchmark uses noise.)
@@ -38,7 +38,7 @@ def time_solve(K: int, activation: str, repeats: int) -> dict:
     t0 = time.perf_counter()
     system = hl.derive(model)
     t_derive = time.perf_counter() - t0
-    kw = dict(init=init, hyper=hl.Hyperparams(lr=0.5, noise=0.1), t1=1000.0, n_save=200)
+    kw = dict(init=init, hyper=hl.Hyperparams(lr=0.2, noise=0.1), t1=1000.0, n_save=200)
     t0 = time.perf_counter()
     traj = hl.solve(system, **kw)
     first = time.perf_counter() - t0
@@ -54,6 +54,7 @@ def time_solve(K: int, activation: str, repeats: int) -> dict:
         "warm": w,
         "steps": traj.num_steps,
         "risk": float(traj.risk[-1]),
+        "status": traj.status,
     }
 
 
@@ -75,7 +76,7 @@ def main() -> None:
             base = r["warm"] if act == "erf" else base
             print(
                 f"{K:>4} {act:>10} {r['derive']:>10.2f} {r['compile']:>11.2f} {r['warm']:>9.3f} "
-                f"{r['steps']:>6} {r['risk']:>10.3e} {r['warm'] / base:>10.1f}",
+                f"{r['steps']:>6} {r['risk']:>10.3e} {r['warm'] / base:>10.1f}  {r['status']}",
                 flush=True,
             )
 
