@@ -45,7 +45,9 @@ def check(system, rng) -> list[str]:
         z = rng.multivariate_normal(np.zeros(n), C, size=400_000, method="cholesky")
         vals = np.ones(len(z))
         for s, f in enumerate(e.funcs):
-            vals = vals * np.broadcast_to(sp.lambdify(X, f, [{"erf": erf}, "numpy"])(z[:, s]), len(z))
+            vals = vals * np.broadcast_to(
+                sp.lambdify(X, f, [{"erf": erf}, "numpy"])(z[:, s]), len(z)
+            )
         mean, se = vals.mean(), vals.std(ddof=1) / np.sqrt(len(z))
         got = float(expectation_function(Expectation(e.expr, covariance_symbols(n), ()))(C))
         good = abs(got - mean) < 5 * se + 1e-12
