@@ -45,12 +45,14 @@ class _Printer(JaxPrinter):
         return f"jnp.arcsin(jnp.clip({self._print(expr.args[0])}, -1, 1))"
 
     def _call(self, expr, kind: str, definer) -> str:
-        key = sp.srepr(expr.func(*expr.args[: 3 if kind == "price" else 2]))
+        """Call of the generated function of a numerical expectation (one per distinct
+        functions/nodes; the remaining arguments are the covariance entries)."""
+        skip = 3 if kind == "price" else 2
+        key = kind + sp.srepr(expr.args[:skip])
         if key not in self.primitives:
             name = f"{kind}{len(self.primitives)}"
             self.primitives[key] = (name, definer(name))
         name = self.primitives[key][0]
-        skip = 3 if kind == "price" else 2
         return f"{name}({', '.join(self._print(a) for a in expr.args[skip:])})"
 
     def _print_PriceIntegral(self, expr):

@@ -163,13 +163,13 @@ def canonical(f: sp.Expr, x: sp.Symbol) -> sp.Expr:
     The value at the kink itself is immaterial (a null set of the Gaussian).
     """
     f = sp.sympify(f)
+
+    def max_min(e):  # Max(0, u) = (u + |u|)/2, Min(0, u) = (u - |u|)/2
+        (u,) = [a for a in e.args if a != 0]
+        return (u + (1 if isinstance(e, sp.Max) else -1) * sp.Abs(u)) / 2
+
     f = f.replace(
-        lambda e: isinstance(e, (sp.Max, sp.Min)) and len(e.args) == 2 and 0 in e.args,
-        lambda e: (
-            (sum(a for a in e.args if a != 0) + sp.Abs(sum(a for a in e.args if a != 0))) / 2
-            if isinstance(e, sp.Max)
-            else (sum(a for a in e.args if a != 0) - sp.Abs(sum(a for a in e.args if a != 0))) / 2
-        ),
+        lambda e: isinstance(e, (sp.Max, sp.Min)) and len(e.args) == 2 and 0 in e.args, max_min
     )
     f = f.replace(lambda e: isinstance(e, sp.Heaviside), lambda e: (1 + sp.sign(e.args[0])) / 2)
     f = f.replace(lambda e: isinstance(e, sp.Abs), lambda e: e.args[0] * sp.sign(e.args[0]))
