@@ -82,7 +82,7 @@ def _meanfield_commands() -> dict:
         return {"config": cfg.resolved(), "config_file": cfg.source, "versions": _versions()}
 
     return {
-        "derive": mf.derive_text,
+        "derive": mf.derive_system,
         "solve": lambda ns, cfg: mf.cmd_solve(ns, cfg, write_json=_write_json, meta=meta),
         "simulate": lambda ns, cfg: mf.cmd_simulate(ns, cfg, write_json=_write_json, meta=meta),
         "validate": lambda ns, cfg: mf.cmd_validate(
@@ -137,18 +137,15 @@ def cmd_derive(ns) -> int:
 
     cfg = _load(ns)
     handler = _dispatch(ns, cfg)
-    if handler is not None:
-        text = handler(ns, cfg)
+    system = handler(ns, cfg) if handler is not None else derive(cfg.model)
+    if ns.source:
+        text = system.source
+    elif ns.latex:
+        text = system.latex()
+    elif ns.markdown:
+        text = system.markdown()
     else:
-        system = derive(cfg.model)
-        if ns.source:
-            text = system.source
-        elif ns.latex:
-            text = system.latex()
-        elif ns.markdown:
-            text = system.markdown()
-        else:
-            text = str(system)
+        text = str(system)
     if ns.out:
         out = Path(ns.out)
         _check_writable(out, "--out")

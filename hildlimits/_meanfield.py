@@ -64,7 +64,7 @@ from ._activations import X, get_activation
 from ._errors import ConfigError, SolveError
 from ._gaussian import NoClosedForm, gaussian_expectation
 from ._model import _bool, _matrix, _positive_int, _real
-from ._solve import _SOLVERS, check_solve_options, save_times
+from ._solve import _SOLVERS, resolve_save_times
 
 # ----------------------------------------------------------------------------- model, init
 
@@ -1008,14 +1008,8 @@ def solve_meanfield(
             "method 'quadrature' needs closed-form Gaussian smoothings of the activation; "
             "use method='pairwise'"
         )
-    if ts is not None:
-        ts = np.asarray(ts, np.float64)
-        if ts.ndim != 1 or len(ts) < 2 or ts[0] < 0 or np.any(np.diff(ts) <= 0):
-            raise ConfigError(f"ts must be at least two increasing times >= 0, got {ts!r}")
-        t1, n_save, t_first = float(ts[-1]), len(ts), None
-    elif t1 is None:
-        raise ConfigError("solve_meanfield needs t1 (or explicit save times ts)")
-    check_solve_options(
+    ts = resolve_save_times(
+        ts=ts,
         t1=t1,
         n_save=n_save,
         spacing=spacing,
@@ -1026,9 +1020,8 @@ def solve_meanfield(
         max_steps=max_steps,
         divergence_bound=divergence_bound,
         steady_state=steady_state,
+        who="solve_meanfield",
     )
-    if ts is None:
-        ts = save_times(float(t1), int(n_save), spacing, t_first)
     state0 = init.state() if y0 is None else {k: np.asarray(v, np.float64) for k, v in y0.items()}
     with jax.enable_x64(True):
         args = _make_args(system, init, ratio, method, nodes)

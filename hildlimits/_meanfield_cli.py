@@ -31,19 +31,11 @@ def _solve(cfg, **over):
     )
 
 
-def derive_text(ns, cfg) -> str:
+def derive_system(ns, cfg):
+    """The derived particle system (formatted by the committee ``derive`` command)."""
     from ._meanfield import derive_meanfield
 
-    system = derive_meanfield(cfg.model)
-    if ns.source:
-        text = system.source
-    elif ns.latex:
-        text = system.latex()
-    elif ns.markdown:
-        text = system.markdown()
-    else:
-        text = str(system)
-    return text
+    return derive_meanfield(cfg.model)
 
 
 def cmd_solve(ns, cfg, *, write_json, meta) -> int:

@@ -34,11 +34,12 @@ from ._meanfield import (
     derive_meanfield,
 )
 from ._model import _real
+from ._simulate import SeedStatistics
 from ._solve import check_solve_options, save_times
 
 
 @dataclass(frozen=True, eq=False)
-class MeanFieldSimulation:
+class MeanFieldSimulation(SeedStatistics):
     """Result of :func:`simulate_meanfield` (per seed; ``risk_mean``/``risk_std`` over seeds).
 
     Attributes:
@@ -63,22 +64,6 @@ class MeanFieldSimulation:
     dtype: str
     status: str
     timings: dict = field(default_factory=dict)
-
-    @property
-    def diverged(self) -> bool:
-        return self.status.startswith("diverged")
-
-    @property
-    def risk_mean(self) -> np.ndarray:
-        return self.risk.mean(axis=0)
-
-    @property
-    def risk_std(self) -> np.ndarray:
-        return self.risk.std(axis=0, ddof=1) if self.seeds > 1 else np.zeros_like(self.risk[0])
-
-    @property
-    def risk_sem(self) -> np.ndarray:
-        return self.risk_std / math.sqrt(self.seeds)
 
     def to_dict(self) -> dict:
         return {

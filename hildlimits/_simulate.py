@@ -54,8 +54,30 @@ class RandomInit:
                 raise ConfigError(f"init.random.{name} must be a positive number, got {val!r}")
 
 
+class SeedStatistics:
+    """Statistics over seeds of a simulation result with ``risk`` ``(seeds, times)``, ``seeds``
+    and ``status`` fields (shared by the committee and mean-field simulators)."""
+
+    @property
+    def diverged(self) -> bool:
+        return self.status.startswith("diverged")
+
+    @property
+    def risk_mean(self) -> np.ndarray:
+        return self.risk.mean(axis=0)
+
+    @property
+    def risk_std(self) -> np.ndarray:
+        return self.risk.std(axis=0, ddof=1) if self.seeds > 1 else np.zeros_like(self.risk[0])
+
+    @property
+    def risk_sem(self) -> np.ndarray:
+        """Standard error of the seed mean."""
+        return self.risk_std / math.sqrt(self.seeds)
+
+
 @dataclass(frozen=True, eq=False)
-class Simulation:
+class Simulation(SeedStatistics):
     """Result of :func:`simulate` (arrays per seed; ``*_mean`` / ``risk_std`` over seeds).
 
     Attributes:
@@ -81,23 +103,6 @@ class Simulation:
     dtype: str
     status: str
     timings: dict = field(default_factory=dict)
-
-    @property
-    def diverged(self) -> bool:
-        return self.status.startswith("diverged")
-
-    @property
-    def risk_mean(self) -> np.ndarray:
-        return self.risk.mean(axis=0)
-
-    @property
-    def risk_std(self) -> np.ndarray:
-        return self.risk.std(axis=0, ddof=1) if self.seeds > 1 else np.zeros_like(self.risk[0])
-
-    @property
-    def risk_sem(self) -> np.ndarray:
-        """Standard error of the seed mean."""
-        return self.risk_std / math.sqrt(self.seeds)
 
     def initial_overlaps(self, s: int) -> Overlaps:
         """Measured overlaps of seed ``s`` at ``t = 0`` (the ODE's initial condition)."""

@@ -98,6 +98,26 @@ class Trajectory:
         }
 
 
+def resolve_save_times(*, ts, t1, n_save, spacing, t_first, who: str, **options) -> np.ndarray:
+    """Validate the save times (explicit ``ts``, or ``t1``/``n_save``/``spacing``/``t_first``) and
+    the solver ``options`` (see :func:`check_solve_options`); return the save times."""
+    if ts is not None:
+        ts = np.asarray(ts, dtype=np.float64)
+        if (
+            ts.ndim != 1
+            or len(ts) < 2
+            or not np.all(np.isfinite(ts))
+            or ts[0] < 0
+            or np.any(np.diff(ts) <= 0)
+        ):
+            raise ConfigError(f"ts must be at least two increasing finite times >= 0, got {ts!r}")
+        t1, n_save, t_first = float(ts[-1]), len(ts), None
+    elif t1 is None:
+        raise ConfigError(f"{who} needs t1 (or explicit save times ts)")
+    check_solve_options(t1=t1, n_save=n_save, spacing=spacing, t_first=t_first, **options)
+    return ts if ts is not None else save_times(float(t1), int(n_save), spacing, t_first)
+
+
 def save_times(t1: float, n_save: int, spacing: str, t_first: float | None = None) -> np.ndarray:
     """``n_save`` save times from 0 to ``t1``: linear, or 0 followed by log-spaced times from
     ``t_first`` (default ``t1 * 1e-4``, at most 0.1) to ``t1``."""
@@ -287,20 +307,8 @@ def solve(
         raise TypeError(f"init must be hildlimits.Overlaps, got {type(init).__name__}")
     if not isinstance(hyper, Hyperparams):
         raise TypeError(f"hyper must be hildlimits.Hyperparams, got {type(hyper).__name__}")
-    if ts is not None:
-        ts = np.asarray(ts, dtype=np.float64)
-        if (
-            ts.ndim != 1
-            or len(ts) < 2
-            or not np.all(np.isfinite(ts))
-            or ts[0] < 0
-            or np.any(np.diff(ts) <= 0)
-        ):
-            raise ConfigError(f"ts must be at least two increasing finite times >= 0, got {ts!r}")
-        t1, n_save, t_first = float(ts[-1]), len(ts), None
-    elif t1 is None:
-        raise ConfigError("solve needs t1 (or explicit save times ts)")
-    check_solve_options(
+    ts = resolve_save_times(
+        ts=ts,
         t1=t1,
         n_save=n_save,
         spacing=spacing,
@@ -311,9 +319,8 @@ def solve(
         max_steps=max_steps,
         divergence_bound=divergence_bound,
         steady_state=steady_state,
+        who="solve",
     )
-    if not isinstance(ts, np.ndarray):
-        ts = save_times(float(t1), int(n_save), spacing, t_first)
     with jax.enable_x64(True):
         run = compiled(
             system,
