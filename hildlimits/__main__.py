@@ -1,5 +1,5 @@
 import sys
 
-from ._cli import main
+from ._cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -374,7 +374,7 @@ def cmd_sweep(ns) -> int:
         if name in params:
             raise ConfigError(f"--param {name} is given twice")
         params[name] = values
-    if ns.batch_size < 1:
+    if ns.batch_size is not None and ns.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {ns.batch_size}")
     outdir = _outdir(ns.out)
     so = cfg.solve
@@ -389,6 +389,7 @@ def cmd_sweep(ns) -> int:
             lr_tied=cfg.lr_tied,
             batch_size=ns.batch_size,
             shard=not ns.no_shard,
+            spread=ns.spread,
             store=outdir,
             distributed=ns.distributed,
         )
@@ -655,9 +656,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--out", required=True, help="output directory (also holds partial results for resuming)"
     )
-    w.add_argument("--batch-size", type=int, default=256)
     w.add_argument(
-        "--no-shard", action="store_true", help="do not shard batches over local devices"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="points per batch (default 128 on CPU, 1024 else)",
+    )
+    w.add_argument("--no-shard", action="store_true", help="use one device only")
+    w.add_argument(
+        "--spread",
+        choices=["batches", "mesh"],
+        default="batches",
+        help="batches: whole batches to devices in parallel (default); mesh: split each batch "
+        "over all devices (jax.sharding)",
     )
     w.add_argument(
         "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)"
@@ -690,6 +701,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def expose_cpu_cores() -> None:
+    """Expose the CPU cores as JAX host devices (``XLA_FLAGS=--xla_force_host_platform_device_count``
+    = usable cores) unless ``XLA_FLAGS`` already sets a device count. Only takes effect before
+    JAX initialises its backends; accelerators are unaffected. Sweeps then solve batches on all
+    cores in parallel and simulations spread their seeds over them."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    if cores > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}".strip()
+
+
+def entry() -> int:
+    """The ``hildlimits`` console command: :func:`expose_cpu_cores`, then :func:`main`."""
+    expose_cpu_cores()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -707,4 +740,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -42,7 +42,7 @@ class _Printer(JaxPrinter):
         return super()._print_Pow(expr, rational=rational)
 
     def _print_asin(self, expr):
-        return f"jnp.arcsin(jnp.clip({self._print(expr.args[0])}, -1, 1))"
+        return f"asin({self._print(expr.args[0])})"
 
     def _call(self, expr, kind: str, definer) -> str:
         """Call of the generated function of a numerical expectation (one per distinct
@@ -213,6 +213,7 @@ def generate_source(system) -> str:
         "",
         "from hildlimits._runtime import (",
         "    Grid,",
+        "    asin,",
         "    gauss_hermite_fields,",
         "    overlap_matrix,",
         "    price_nodes,",
@@ -301,7 +302,7 @@ def expectation_function(expectation):
             "import jax",
             "import jax.numpy as jnp",
             "import jax.scipy.special",
-            "from hildlimits._runtime import gauss_hermite_fields, price_nodes, trailing",
+            "from hildlimits._runtime import asin, gauss_hermite_fields, price_nodes, trailing",
             "",
         ]
         + head

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 ODD_KINDS = ("erf", "sign")
-DEFAULT_LINE_NODES = 32
+DEFAULT_LINE_NODES = 12
 
 
 class NoClosedForm(ValueError):

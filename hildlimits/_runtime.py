@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -162,20 +163,72 @@ class Grid:
         return out.at[ia, ib].set(values).at[ib, ia].set(values)
 
 
+# --------------------------------------------------------------------------- elementary functions
+def _asin_taylor(n_terms: int = 26) -> tuple[float, ...]:
+    """Taylor coefficients ``c_n = (2n)! / (4^n (n!)^2 (2n + 1))`` of ``asin(y) / y`` in ``y^2``,
+    highest first (Horner order). On ``|y| <= 1/2`` the truncation error after 26 terms is below
+    ``c_26 4^-26 / (1 - 1/4) < 1e-18``, far below float64 rounding."""
+    c, out = 1.0, []
+    for n in range(n_terms):
+        out.append(c / (2 * n + 1))
+        c *= (2 * n + 1) / (2 * n + 2)
+    return tuple(reversed(out))
+
+
+_ASIN_COEFFS = _asin_taylor()
+
+
+@jax.custom_jvp
+def asin(x):
+    r"""``arcsin(clip(x, -1, 1))`` from elementwise arithmetic only (so XLA vectorises it; the
+    library ``arcsin`` goes through a scalar ``atan2`` and costs ~10x more on CPU). For
+    ``|x| <= 1/2`` the Taylor series in ``x^2``; above, ``\arcsin a = \pi/2 - 2\arcsin y`` with
+    ``y = \sqrt{(1 - a)/2} \le 1/2``. Agrees with ``numpy.arcsin`` to a few ulp (tested). The
+    derivative is the exact ``1/\sqrt{(1 - x)(1 + x)}`` (0 outside ``(-1, 1)``, as for the clip), so
+    reverse mode does not trace back through the series (that doubled compile times)."""
+    a = jnp.minimum(jnp.abs(x), 1.0)
+    big = a > 0.5
+    y = jnp.where(big, jnp.sqrt((1.0 - jnp.where(big, a, 0.0)) * 0.5), a)
+    u = y * y
+    p = _ASIN_COEFFS[0]
+    for c in _ASIN_COEFFS[1:]:
+        p = p * u + c
+    r = y * p
+    r = jnp.where(big, jnp.pi / 2 - 2.0 * r, r)
+    return jnp.where(x < 0, -r, r)
+
+
+@asin.defjvp
+def _asin_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    inside = jnp.abs(x) < 1.0
+    safe = jnp.where(inside, x, 0.0)
+    slope = jnp.where(inside, 1.0 / jnp.sqrt((1.0 - safe) * (1.0 + safe)), 0.0)
+    return asin(x), slope * dx
+
+
 # --------------------------------------------------------------------------- numerical expectations
 def price_nodes(cab, caa, cbb, n: int):
     r"""Nodes ``s`` and weights of ``\int_0^1 f(s) ds`` for the Price-integral term of the pair
-    ``(a, b)``, shaped ``(..., n)``: ``n``-point Gauss--Legendre in ``\phi`` with
-    ``s = \sin(\phi)/\rho_{ab}``, ``\phi \in [0, \arcsin\rho_{ab}]``, which absorbs the factor
-    ``(1 - s^2\rho_{ab}^2)^{-1/2}`` of the pair's density (sharp when ``|\rho_{ab}| \to 1``)."""
+    ``(a, b)``, shaped ``(..., n)``: ``n``-point Gauss--Legendre in ``u \in [0, 1]`` with
+    ``s = \sin(\phi)/\rho_{ab}``, ``\phi = \arcsin(\rho_{ab}) (1 - (1 - u)^3)``.
+
+    The ``\phi`` substitution absorbs the factor ``(1 - s^2\rho_{ab}^2)^{-1/2}`` of the pair's
+    density (sharp when ``|\rho_{ab}| \to 1``). The cubic map clusters the nodes at ``s = 1``,
+    where the conditional correlation of the other two fields varies on a scale set by the
+    smallest eigenvalue of the correlation matrix (nearly aligned student and teacher units):
+    a feature of width ``delta`` there becomes one of width ``delta^(1/3)``. Measured on 4x4
+    covariances along a ReLU K = M = 8 trajectory (smallest eigenvalue down to 1e-3): maximum
+    error 2e-8 at 12 nodes, against 1.7e-5 without the cubic map."""
     t, w = np.polynomial.legendre.leggauss(n)
     u, w = (t + 1) / 2, w / 2
+    v, w = 1.0 - (1.0 - u) ** 3, w * 3.0 * (1.0 - u) ** 2
     rho = jnp.clip(jnp.abs(cab) / jnp.sqrt(caa * cbb), 0.0, 1.0)
     small = rho < 1e-6
     safe = jnp.where(small, 1.0, rho)
-    phimax = jnp.arcsin(safe)
-    s = jnp.where(small, u, jnp.sin(u * phimax) / safe)
-    ws = jnp.where(small, w, w * phimax * jnp.cos(u * phimax) / safe)
+    phimax = asin(safe)
+    s = jnp.where(small, v, jnp.sin(v * phimax) / safe)
+    ws = jnp.where(small, w, w * phimax * jnp.cos(v * phimax) / safe)
     return s, ws
 
 

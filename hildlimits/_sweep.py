@@ -1,9 +1,20 @@
 r"""Hyper-parameter sweeps: a Cartesian grid of configurations solved in batches.
 
-Each batch is one ``jit(vmap(solve))`` call; batches are sharded over every local device with
-``jax.sharding`` (one mesh axis over the batch). Under ``vmap`` each point keeps its own step size
-and its own status: a diverging point stops (status ``"diverged at t=..."``) while the others
-finish. Finished batches are written to a partial file so that an interrupted sweep resumes.
+Each batch is one ``jit(vmap(solve))`` call. Under ``vmap`` each point keeps its own step size and
+its own status: a diverging point stops (status ``"diverged at t=..."``) while the others finish.
+Finished batches are written to a partial file so that an interrupted sweep resumes.
+
+Devices (``spread``):
+
+* ``"batches"`` (default): whole batches go to the local devices, one worker thread per device
+  pulling the next batch from a shared queue. Each device runs its own adaptive loop, so a batch
+  never waits for another device's slowest point (no per-step synchronisation).
+* ``"mesh"``: every batch is split over all local devices with a ``jax.sharding`` mesh (one axis
+  over the batch); one SPMD program whose ``while`` loop runs until the slowest point of the whole
+  batch finishes.
+
+On CPU the cores become devices with ``XLA_FLAGS=--xla_force_host_platform_device_count=n`` (the
+CLI sets this to the number of cores unless ``XLA_FLAGS`` already names a device count).
 
 Multi-host: with ``distributed=True`` every process calls ``jax.distributed.initialize()`` (which
 reads the cluster environment, e.g. SLURM, or ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/
@@ -13,11 +24,14 @@ local devices, and writes them to the shared output directory; process 0 merges 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +54,14 @@ HYPER_PARAMS = {
 }
 INIT_FACTORS = ("init.Q", "init.R", "init.v", "init.v_teacher")
 SWEEPABLE = tuple(HYPER_PARAMS) + INIT_FACTORS
+SPREADS = ("batches", "mesh")
+
+
+def default_batch_size() -> int:
+    """Points per batch when none is given: 128 on CPU (measured fastest for small committees:
+    larger batches fall out of cache, smaller ones pay the per-step overhead), 1024 on
+    accelerators."""
+    return 128 if jax.default_backend() == "cpu" else 1024
 
 
 def parse_param(spec: str) -> tuple[str, list[float]]:
@@ -158,8 +180,9 @@ def sweep(
     max_steps: int = 1_000_000,
     divergence_bound: float = 1e8,
     lr_tied: bool = False,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     shard: bool = True,
+    spread: str = "batches",
     store: str | Path | None = None,
     progress: bool | None = None,
     distributed: bool = False,
@@ -170,9 +193,11 @@ def sweep(
         params: ordered mapping from a name in :data:`SWEEPABLE` to its values.
         lr_tied: the second-layer rate follows the swept first-layer rate (the config did not set
             it separately).
-        batch_size: points per ``jit(vmap(solve))`` call (rounded up to a multiple of the
-            number of devices).
-        shard: shard each batch over all local devices.
+        batch_size: points per ``jit(vmap(solve))`` call (default :func:`default_batch_size`;
+            with ``spread="mesh"`` rounded up to a multiple of the number of devices).
+        shard: use all local devices (``False``: the first one only).
+        spread: ``"batches"`` (whole batches to devices, in parallel) or ``"mesh"`` (each batch
+            split over the devices); see the module docstring.
         store: directory for the partial results of finished batches (resume after an
             interruption; deleted when the sweep completes).
         Other options as in :func:`hildlimits.solve`.
@@ -196,8 +221,12 @@ def sweep(
         divergence_bound=divergence_bound,
         steady_state=None,
     )
+    if batch_size is None:
+        batch_size = default_batch_size()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if spread not in SPREADS:
+        raise ConfigError(f"spread must be one of {', '.join(SPREADS)}; got {spread!r}")
     if distributed:
         _initialize_distributed()
     names = list(params)
@@ -208,7 +237,8 @@ def sweep(
 
     devices = jax.local_devices() if shard else jax.local_devices()[:1]
     nd = len(devices)
-    bs = int(math.ceil(batch_size / nd) * nd)
+    mesh_mode = spread == "mesh" and nd > 1
+    bs = int(math.ceil(batch_size / nd) * nd) if mesh_mode else batch_size
     batches = [list(range(i, min(i + bs, len(points)))) for i in range(0, len(points), bs)]
     pid, nproc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
     mine = [b for b in range(len(batches)) if b % nproc == pid]
@@ -250,43 +280,44 @@ def sweep(
         bar = tqdm(total=len(todo), unit="batch", desc=f"sweep {len(points)} points")
     with jax.enable_x64(True):
         run = compiled(system, init.K, init.M, len(ts), solver, max_steps, False, batched=True)
-        mesh = Mesh(np.array(devices), ("batch",))
-        sharding = NamedSharding(mesh, P("batch"))
-        ts_j = jnp.asarray(ts)
-        for b in todo:
+        tols = (np.float64(rtol), np.float64(atol))
+        pad = nd if mesh_mode else 1
+        sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch"))
+
+        def solve_batch(b, device):
+            """Solve batch ``b`` (on ``device``, or over the mesh when ``device`` is None)."""
+            valid = [i for i in batches[b] if problems[i][0] is not None]
+            if not valid:
+                return valid, None
+            ys, argss = zip(
+                *[
+                    problem(
+                        system, problems[i][0], problems[i][1], divergence_bound=divergence_bound
+                    )
+                    for i in valid
+                ],
+                strict=True,
+            )
+            n_pad = (-len(valid)) % pad
+            ys = list(ys) + [ys[-1]] * n_pad
+            argss = list(argss) + [argss[-1]] * n_pad
+            y0 = jax.tree.map(lambda *a: np.stack(a), *ys)
+            args = jax.tree.map(lambda *a: np.stack(a), *argss)
+            if device is None:
+                y0, args = jax.device_put((y0, args), sharding)
+                inputs = (y0, args, jnp.asarray(ts), *map(jnp.asarray, tols))
+            else:
+                inputs = jax.device_put((y0, args, ts, *tols), device)
+            return valid, jax.device_get(run(*inputs))
+
+        def finish(b, valid, out):
+            for j, i in enumerate(valid):
+                o = jax.tree.map(lambda a, j=j: a[j], out)
+                r = np.array(o["risk"][:-1], np.float64)
+                r[ts > float(o["ts"][-1])] = np.nan
+                r[~np.isfinite(r)] = np.nan
+                risk[i], status[i] = r, status_of(o)
             idx = batches[b]
-            valid = [i for i in idx if problems[i][0] is not None]
-            if valid:
-                ys, argss = zip(
-                    *[
-                        problem(
-                            system,
-                            problems[i][0],
-                            problems[i][1],
-                            divergence_bound=divergence_bound,
-                        )
-                        for i in valid
-                    ],
-                    strict=True,
-                )
-                n_pad = (-len(valid)) % nd
-                ys = list(ys) + [ys[-1]] * n_pad
-                argss = list(argss) + [argss[-1]] * n_pad
-                y0 = jax.tree.map(lambda *a: np.stack(a), *ys)
-                args = jax.tree.map(lambda *a: np.stack(a), *argss)
-                if nd > 1:
-                    y0, args = jax.device_put((y0, args), sharding)
-                out = jax.device_get(
-                    run(y0, args, ts_j, jnp.asarray(float(rtol)), jnp.asarray(float(atol)))
-                )
-                for j, i in enumerate(valid):
-                    o = jax.tree.map(lambda a, j=j: a[j], out)
-                    st = status_of(o)
-                    r = np.array(o["risk"][:-1], np.float64)
-                    t_stop = float(o["ts"][-1])
-                    r[ts > t_stop] = np.nan
-                    r[~np.isfinite(r)] = np.nan
-                    risk[i], status[i] = r, st
             for i in idx:
                 if problems[i][0] is None:
                     status[i] = "invalid: scaled joint overlap matrix is not positive semi-definite"
@@ -300,6 +331,14 @@ def sweep(
                 _write_atomic(part_path, {"key": key, "batches": done})
             if bar is not None:
                 bar.update(1)
+
+        if mesh_mode or nd == 1:
+            for b in todo:
+                finish(b, *solve_batch(b, None if mesh_mode else devices[0]))
+        else:
+            with contextlib.closing(_on_devices(todo, devices, solve_batch)) as finished:
+                for b, valid, out in finished:
+                    finish(b, valid, out)
     if bar is not None:
         bar.close()
     if nproc > 1:
@@ -316,6 +355,46 @@ def sweep(
         status=status,
         final_risk=final,
     )
+
+
+def _on_devices(todo, devices, solve_batch):
+    """Yield ``(b, *solve_batch(b, device))`` for every batch in ``todo`` as they finish, one
+    worker thread per device pulling batches from a shared queue (JAX releases the GIL while a
+    computation runs). On an exception or interruption the workers take no further batches; the
+    ones running finish first."""
+    pending: queue.Queue = queue.Queue()
+    for b in todo:
+        pending.put(b)
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def worker(device):
+        while not stop.is_set():
+            try:
+                b = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                with jax.enable_x64(True):  # configuration contexts are per thread
+                    out = solve_batch(b, device)
+                results.put((b, out, None))
+            except BaseException as exc:  # re-raised in the calling thread
+                results.put((b, None, exc))
+                return
+
+    threads = [threading.Thread(target=worker, args=(d,), daemon=True) for d in devices]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(len(todo)):
+            b, out, exc = results.get()
+            if exc is not None:
+                raise exc
+            yield (b, *out)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 def _initialize_distributed() -> None:

@@ -254,3 +254,21 @@ def test_solve_diverging_subprocess(tmp_path):
     assert "diverged at t=" in proc.stderr
     data = json.loads(out.read_text())
     assert data["meta"]["status"].startswith("diverged at t=")
+
+
+def test_cli_exposes_cpu_cores_unless_xla_flags_set_a_count(monkeypatch):
+    from hildlimits._cli import expose_cpu_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    expose_cpu_cores()
+    assert os.environ["XLA_FLAGS"] == (
+        "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=3"
+    )
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    expose_cpu_cores()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=1"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.delenv("XLA_FLAGS")
+    expose_cpu_cores()
+    assert "XLA_FLAGS" not in os.environ

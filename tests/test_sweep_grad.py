@@ -111,8 +111,9 @@ SHARD_SCRIPT = textwrap.dedent(
     cfg = load_config(sys.argv[1])
     system = hl.derive(cfg.model)
     kw = dict(init=cfg.init, hyper=cfg.hyper, params={"training.lr": list(np.linspace(0.1, 1.5, 10))},
-              t1=10.0, n_save=6, spacing="linear", batch_size=8, distributed=len(sys.argv) > 2)
-    a = sweep(system, shard=True, **kw)
+              t1=10.0, n_save=6, spacing="linear", batch_size=3, distributed=len(sys.argv) > 2)
+    a = sweep(system, shard=True, **kw)  # whole batches to the devices, one thread each
+    m = sweep(system, spread="mesh", **kw)  # each batch split over a 4-device mesh
     b = sweep(system, shard=False, **kw)
     # simulations: 4 seeds are spread over the 4 devices, 3 seeds are not; seed s is the same run
     skw = dict(hyper=cfg.hyper, N=64, init=cfg.init, t1=1.0, n_save=3, spacing="linear")
@@ -120,6 +121,7 @@ SHARD_SCRIPT = textwrap.dedent(
     s3 = hl.simulate(cfg.model, seeds=3, **skw)
     print(json.dumps({"devices": len(jax.devices()), "processes": jax.process_count(),
                       "diff": float(np.max(np.abs(a.risk - b.risk))),
+                      "mesh_diff": float(np.max(np.abs(m.risk - b.risk))),
                       "sim_diff": float(np.max(np.abs(s4.risk[:3] - s3.risk)))}))
     """
 )
@@ -143,6 +145,7 @@ def test_sharded_and_unsharded_sweeps_and_simulations_agree(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4 and out["diff"] <= 1e-12 and out["sim_diff"] <= 1e-12
+    assert out["mesh_diff"] <= 1e-12
 
 
 def test_distributed_single_process_smoke(tmp_path):
