@@ -18,6 +18,25 @@ from sympy.printing.numpy import JaxPrinter
 from . import _symbolic as S
 from ._version import __version__
 
+_RUNTIME_NAMES = (
+    "Grid",
+    "asin",
+    "gauss_hermite_fields",
+    "overlap_matrix",
+    "price_nodes",
+    "trailing",
+)
+_IMPORTS = (
+    "import jax",
+    "import jax.numpy as jnp",
+    "import jax.scipy.special",
+    "",
+    "from hildlimits._runtime import (",
+    *[f"    {name}," for name in _RUNTIME_NAMES],
+    ")",
+)
+"""Header of every generated module: the names the printed code calls."""
+
 _PARAM_NAMES = {S.v: "v", S.vs: "v_teacher", S.Q: "Q", S.R: "R", S.T: "T"}
 _SCALARS = {S.eta: "eta", S.eta_v: "eta_v", S.sigma: "sigma", S.kappa: "kappa"}
 
@@ -207,18 +226,7 @@ def generate_source(system) -> str:
         + "}.",
         '"""',
         "",
-        "import jax",
-        "import jax.numpy as jnp",
-        "import jax.scipy.special",
-        "",
-        "from hildlimits._runtime import (",
-        "    Grid,",
-        "    asin,",
-        "    gauss_hermite_fields,",
-        "    overlap_matrix,",
-        "    price_nodes,",
-        "    trailing,",
-        ")",
+        *_IMPORTS,
         "",
         "STATE = " + repr(system.state_variables),
         "",
@@ -297,17 +305,7 @@ def expectation_function(expectation):
     head = []
     for _, definition in printer.primitives.values():
         head += definition + [""]
-    source = "\n".join(
-        [
-            "import jax",
-            "import jax.numpy as jnp",
-            "import jax.scipy.special",
-            "from hildlimits._runtime import asin, gauss_hermite_fields, price_nodes, trailing",
-            "",
-        ]
-        + head
-        + lines
-    )
+    source = "\n".join([*_IMPORTS, ""] + head + lines)
     namespace: dict = {}
     exec(compile(source, "<hildlimits-expectation>", "exec"), namespace)
     n = cov.shape[0]

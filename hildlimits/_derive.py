@@ -333,9 +333,6 @@ class _Builder:
             func = func.replace(f, lam_)
         return sp.simplify(func.doit()), label, fld.indices[0], kind
 
-    def _by_name(self, name: str) -> ExpectationEntry:
-        return next(e for e in self.expectations.values() if e.name == name)
-
     def _entry(self, funcs: tuple, labels: tuple) -> ExpectationEntry:
         key = funcs
         if key not in self.expectations:
@@ -417,13 +414,13 @@ class _Builder:
                 entry = self._entry(tuple(s[4] for s in ss), tuple(s[1] for s in ss))
                 name, labels, kinds = entry.name, tuple(s[2] for s in ss), tuple(s[3] for s in ss)
             else:
-                name, labels, kinds = None, (), ()
+                entry, name, labels, kinds = None, None, (), ()
             flabels = tuple(s[1] for s in ss)
             term = Term(coeff, dums, name, labels, kinds, flabels)
             pairs = _symmetric_pairs(
                 term, free, symmetric, {e.name: e for e in self.expectations.values()}
             )
-            coincident = self._coincident(self._by_name(name), kinds) if name else ()
+            coincident = self._coincident(entry, kinds) if entry is not None else ()
             out.append(Term(coeff, dums, name, labels, kinds, flabels, pairs, coincident))
         out.sort(
             key=lambda t: (

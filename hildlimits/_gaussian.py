@@ -26,8 +26,9 @@ Nothing here knows any published integral: every closed form is *derived* from a
    general (a four-variate orthant probability for ``sign``). Along the path ``C(s)`` that scales
    the off-diagonal entries by ``s``, Price's theorem gives
    ``E(C) = \int_0^1 \sum_{a<b} C_{ab} E_{C(s)}[f_a' f_b' f_c f_d] ds``, whose integrand rules 1--6
-   give in closed form; the integral is done by Gauss--Legendre quadrature in ``\theta`` with
-   ``s = \sin\theta`` (which smooths the square-root endpoint behaviour of degenerate pairs).
+   give in closed form; the generated code integrates it by Gauss--Legendre quadrature in a
+   variable that absorbs the pair density and clusters nodes at ``s = 1`` (see
+   :func:`hildlimits._runtime.price_nodes`).
    The result is the symbolic call :class:`PriceIntegral`.
 
 Expectations that these rules cannot reduce raise :class:`NoClosedForm`; the derivation then uses

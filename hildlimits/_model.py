@@ -58,7 +58,7 @@ class Committee:
         quadrature_nodes: Gauss--Hermite nodes per dimension for expectations without a closed
             form (default: 96, 48, 32, 20 for 1, 2, 3, 4 fields).
         line_nodes: Gauss--Legendre nodes of the one-dimensional Price line integral used for
-            products of four odd factors such as ReLU's four-point terms (default 32).
+            products of four odd factors such as ReLU's four-point terms (default 12).
 
     Example:
         >>> Committee(K=2, M=2, activation="erf").teacher_activation

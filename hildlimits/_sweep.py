@@ -282,7 +282,9 @@ def sweep(
         run = compiled(system, init.K, init.M, len(ts), solver, max_steps, False, batched=True)
         tols = (np.float64(rtol), np.float64(atol))
         pad = nd if mesh_mode else 1
-        sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch"))
+        sharding = (
+            NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch")) if mesh_mode else None
+        )
 
         def solve_batch(b, device):
             """Solve batch ``b`` (on ``device``, or over the mesh when ``device`` is None)."""
