@@ -63,16 +63,25 @@ class _Printer(JaxPrinter):
     def _print_asin(self, expr):
         return f"asin({self._print(expr.args[0])})"
 
-    def _call(self, expr, kind: str, definer) -> str:
-        """Call of the generated function of a numerical expectation (one per distinct
-        functions/nodes; the remaining arguments are the covariance entries)."""
+    def _define(self, expr, kind: str, definer) -> tuple[str, int]:
+        """Name of the generated function of a numerical expectation (one per distinct
+        functions/nodes; defined on first use) and the number of leading non-covariance
+        arguments."""
         skip = 3 if kind == "price" else 2
         key = kind + sp.srepr(expr.args[:skip])
         if key not in self.primitives:
             name = f"{kind}{len(self.primitives)}"
             self.primitives[key] = (name, definer(name))
-        name = self.primitives[key][0]
+        return self.primitives[key][0], skip
+
+    def _call(self, expr, kind: str, definer) -> str:
+        """Call of the generated function; its arguments are the covariance entries."""
+        name, skip = self._define(expr, kind, definer)
         return f"{name}({', '.join(self._print(a) for a in expr.args[skip:])})"
+
+    def primitive_name(self, call) -> str:
+        """Name of the generated function of a Price-integral call."""
+        return self._define(call, "price", lambda name: _price_function(name, call))[0]
 
     def _print_PriceIntegral(self, expr):
         return self._call(expr, "price", lambda name: _price_function(name, expr))
@@ -85,13 +94,24 @@ def _print(expr: sp.Expr, printer: _Printer | None = None) -> str:
     return (printer or _Printer()).doprint(expr)
 
 
-def _cse_body(exprs, printer, result: str) -> list[str]:
+def _numerical_calls(exprs) -> list:
+    """The numerical-expectation calls in ``exprs``; the ``n``-th is held in ``q{n}``."""
     from ._gaussian import GaussHermite, PriceIntegral
 
-    calls = sorted(set().union(*[e.atoms(PriceIntegral, GaussHermite) for e in exprs]), key=str)
-    holders = {c: sp.Symbol(f"q{n}") for n, c in enumerate(calls)}
+    return sorted(set().union(*[e.atoms(PriceIntegral, GaussHermite) for e in exprs]), key=str)
+
+
+def _cse_body(exprs, printer, result: str, given: frozenset = frozenset()) -> list[str]:
+    """Body lines: numerical calls held in ``q0, q1, ...`` (those in ``given`` only when the
+    caller did not pass their value), SymPy CSE, ``return`` formatted by ``result``."""
+    holders = {c: sp.Symbol(f"q{n}") for n, c in enumerate(_numerical_calls(exprs))}
     exprs = [e.xreplace(holders) for e in exprs]
-    lines = [f"    {h} = {_print(c, printer)}" for c, h in holders.items()]
+    lines = []
+    for c, h in holders.items():
+        if h.name in given:
+            lines += [f"    if {h} is None:", f"        {h} = {_print(c, printer)}"]
+        else:
+            lines.append(f"    {h} = {_print(c, printer)}")
     replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"))
     lines += [f"    {sym} = {_print(val, printer)}" for sym, val in replacements]
     lines.append(f"    return {result.format(*[_print(r, printer) for r in reduced])}")
@@ -110,11 +130,28 @@ def _price_function(name: str, call) -> list[str]:
         f"def {name}({names}):",
         f'    """E[u_0 u_1 u_2 u_3], u = ({kinds}), by the Price line integral '
         f'({n} Gauss-Legendre nodes per pair)."""',
-        f"    {names} = trailing(({names},))",
-        "    total = 0.0",
     ]
+    # sign(z_a) does not change when z_a is scaled: give sign fields unit variance (a shorter
+    # integrand; the diagonal entries drop out)
+    unit = [a for a, kind in enumerate(call.args[0]) if str(kind) == "sign"]
+    if unit:
+        lines.append(
+            f"    {', '.join(f'n{a}' for a in unit)} = "
+            f"{', '.join(f'1 / jnp.sqrt(C_{a}{a})' for a in unit)}"
+        )
+        scaled = [(a, b) for a in range(4) for b in range(a + 1, 4) if a in unit or b in unit]
+        lines.append(
+            f"    {', '.join(f'C_{a}{b}' for a, b in scaled)} = "
+            + ", ".join(
+                f"C_{a}{b}" + "".join(f" * n{c}" for c in (a, b) if c in unit) for a, b in scaled
+            )
+        )
+        ones = {x: sp.Integer(1) for x in syms if x.name[2] == x.name[3] and int(x.name[2]) in unit}
+        terms = [(pair, integrand.xreplace(ones)) for pair, integrand in terms]
+    lines += [f"    {names} = trailing(({names},))", "    total = 0.0"]
     for (a, b), integrand in terms:
-        lines.append(f"    s, weights = price_nodes(C_{a}{b}, C_{a}{a}, C_{b}{b}, {n})")
+        caa, cbb = ("1.0" if c in unit else f"C_{c}{c}" for c in (a, b))
+        lines.append(f"    s, weights = price_nodes(C_{a}{b}, {caa}, {cbb}, {n})")
         body = _cse_body([integrand], _Printer(), "{0}")
         body[-1] = body[-1].replace("    return ", "    total = total + jnp.sum(weights * (", 1)
         lines += body[:-1] + [body[-1] + "), axis=-1)"]
@@ -138,14 +175,42 @@ def _gh_function(name: str, call) -> list[str]:
     return lines + _cse_body([body], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
 
 
+def _shared_calls(entry) -> list[tuple[str, object, tuple[int, ...], tuple[tuple[int, ...], ...]]]:
+    """Price-integral calls of an expectation function that a grid can evaluate once per
+    distinct set of fields: ``(holder, call, slots, groups)``, with ``slots`` the function's slots
+    that are the call's four fields and ``groups`` the call's interchangeable fields (same factor).
+
+    A call qualifies when its covariance arguments are the function's own covariance entries of
+    four distinct slots (no conditioning or tilting in between)."""
+    from ._gaussian import PriceIntegral
+
+    index = {sym: (int(sym.name[2]), int(sym.name[3])) for sym in entry.cov_symbols}
+    out = []
+    for n, call in enumerate(_numerical_calls([entry.expr])):
+        if not isinstance(call, PriceIntegral) or not all(a in index for a in call.args[3:]):
+            continue
+        cells = [index[a] for a in call.args[3:]]
+        slots = tuple(cells[p][0] for p in (0, 4, 7, 9))  # C_00, C_11, C_22, C_33 of the call
+        want = [tuple(sorted((slots[p], slots[q]))) for p in range(4) for q in range(p, 4)]
+        if len(set(slots)) != 4 or cells != want:
+            continue
+        factors = list(zip(call.args[0], call.args[1], strict=True))
+        groups = tuple(
+            tuple(p for p in range(4) if factors[p] == f) for f in dict.fromkeys(factors)
+        )
+        out.append((f"q{n}", call, slots, groups))
+    return out
+
+
 def _expectation_function(entry, printer: _Printer) -> list[str]:
     syms = entry.cov_symbols
-    args = ", ".join(s.name for s in syms)
+    shared = {h for h, *_ in _shared_calls(entry)}
+    args = ", ".join([s.name for s in syms] + [f"{h}=None" for h in sorted(shared)])
     lines = [f"def {entry.name}({args}):", f'    """{entry.display()}: {entry.method}."""']
-    return lines + _cse_body([entry.expr], printer, "{0}")
+    return lines + _cse_body([entry.expr], printer, "{0}", frozenset(shared))
 
 
-def _term_lines(term, free, out: str, system_exps) -> list[str]:
+def _term_lines(term, free, out: str, system_exps, printer: _Printer) -> list[str]:
     free_spec = tuple((str(s), kd) for s, kd in free)
     dummies = tuple((str(s), kd) for s, kd in term.dummies)
     pairs = tuple((str(a), str(b)) for a, b in term.symmetric_pairs)
@@ -173,7 +238,10 @@ def _term_lines(term, free, out: str, system_exps) -> list[str]:
                 f"{sym.name}=cov({int(sym.name[2])}, {int(sym.name[3])})"
                 for sym in system_exps[name].cov_symbols
             ]
-            items.append(f"{partition!r}: lambda cov: {name}({', '.join(kw)})")
+            for holder, call, slots, groups in _shared_calls(system_exps[name]):
+                fn = printer.primitive_name(call)
+                kw.append(f"{holder}=unique({fn}, {slots!r}, {groups!r})")
+            items.append(f"{partition!r}: lambda cov, unique: {name}({', '.join(kw)})")
         labels = tuple(str(x) for x in term.labels)
         lines.append(f"    E = G.by_pattern(omega, {labels!r}, {{{', '.join(items)}}})")
         value = f"({value}) * E"
@@ -188,13 +256,13 @@ def _term_lines(term, free, out: str, system_exps) -> list[str]:
     return lines
 
 
-def _equation_lines(eq, system_exps, out: str, shape: str) -> list[str]:
+def _equation_lines(eq, system_exps, out: str, shape: str, printer: _Printer) -> list[str]:
     lines = [
         f"    # d{eq.name}/dt" if out.startswith("d") else f"    # {eq.name}",
         f"    {out} = jnp.zeros({shape}, omega.dtype)",
     ]
     for term in eq.terms:
-        lines += _term_lines(term, eq.free, out, system_exps)
+        lines += _term_lines(term, eq.free, out, system_exps, printer)
     return lines
 
 
@@ -254,7 +322,7 @@ def generate_source(system) -> str:
     lines += ["def vector_field(t, y, args):", '    """Right-hand side d(state)/dt."""']
     lines += unpack()
     for eq in system.equations:
-        lines += _equation_lines(eq, exps, "d" + eq.name, shapes[eq.name])
+        lines += _equation_lines(eq, exps, "d" + eq.name, shapes[eq.name], printer)
     lines += [
         "    return {" + ", ".join(f'"{eq.name}": d{eq.name}' for eq in system.equations) + "}",
         "",
@@ -262,7 +330,7 @@ def generate_source(system) -> str:
     ]
     for obs in system.observables:
         lines += [f"def {obs.name}(y, args):", f'    """Observable {obs.name}."""'] + unpack()
-        lines += _equation_lines(obs, exps, obs.name, "()")
+        lines += _equation_lines(obs, exps, obs.name, "()", printer)
         lines += [f"    return {obs.name}", "", ""]
     return "\n".join(lines).rstrip() + "\n"
 

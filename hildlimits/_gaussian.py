@@ -28,8 +28,10 @@ Nothing here knows any published integral: every closed form is *derived* from a
    ``E(C) = \int_0^1 \sum_{a<b} C_{ab} E_{C(s)}[f_a' f_b' f_c f_d] ds``, whose integrand rules 1--6
    give in closed form; the generated code integrates it by Gauss--Legendre quadrature in a
    variable that absorbs the pair density and clusters nodes at ``s = 1`` (see
-   :func:`hildlimits._runtime.price_nodes`).
-   The result is the symbolic call :class:`PriceIntegral`.
+   :func:`hildlimits._runtime.price_nodes`), after giving ``sign`` fields unit variance (``sign``
+   is scale invariant). The result is the symbolic call :class:`PriceIntegral`; it is symmetric
+   under permutations of identical factors, which lets an index grid evaluate it once per
+   distinct set of fields (``unique`` in :meth:`hildlimits._runtime.Grid.by_pattern`).
 
 Expectations that these rules cannot reduce raise :class:`NoClosedForm`; the derivation then uses
 Gauss--Hermite quadrature (:class:`GaussHermite`, evaluated in the generated code).

@@ -219,6 +219,89 @@ def test_coincident_unit_variants_equal_generic_closed_forms_for_erf(monkeypatch
         np.testing.assert_allclose(np.asarray(b[key]), np.asarray(a[key]), rtol=0, atol=1e-8)
 
 
+def test_shared_price_integrals_equal_per_point_evaluation():
+    # A grid evaluates each four-point Price integral once per distinct set of fields (the
+    # (i, k, j, l) points of one set of four students share it); without the sharing every point
+    # computes its own. Same quadrature at the same nodes: agreement to rounding, 1e-13 absolute.
+    import re
+    import types
+
+    import jax
+
+    from hildlimits._solve import problem
+
+    model = hl.Committee(K=4, M=3, activation="relu")
+    system = hl.derive(model)
+    assert "unique(price" in system.source
+    plain = re.sub(
+        r", q\d+=unique\(price\d+, \([\d, ]*\), \((\([\d, ]*\),? ?)+\)\)", "", system.source
+    )
+    assert "unique(" not in plain.replace("lambda cov, unique", "")
+    module = types.ModuleType("plain")
+    exec(compile(plain, "<plain>", "exec"), module.__dict__)
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((7, 9))
+    G = W @ W.T / 9
+    init = hl.Overlaps.for_model(
+        model,
+        Q=G[:4, :4],
+        R=G[:4, 4:],
+        T=G[4:, 4:],
+        v=rng.uniform(0.5, 1.5, 4),
+        v_teacher=rng.uniform(0.5, 1.5, 3),
+    )
+    y0, args = problem(system, init, hl.Hyperparams(lr=0.8, noise=0.1))
+    a = jax.jit(system.module.vector_field)(0.0, y0, args)
+    b = jax.jit(module.vector_field)(0.0, y0, args)
+    for key in a:
+        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=0, atol=1e-13)
+
+
+def test_grid_unique_evaluates_each_field_set_once():
+    # Grid.by_pattern's `unique`: a function symmetric within groups of its fields is evaluated
+    # once per distinct (sorted within groups) set of fields and returned at every point;
+    # compared with the direct evaluation at each point (exact up to rounding).
+    import jax.numpy as jnp
+
+    from hildlimits._runtime import Grid
+
+    K, M = 4, 3
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((K + M, 9))
+    omega = jnp.asarray(W @ W.T / 9)
+
+    def fn(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33):
+        # symmetric under 0 <-> 1 and under 2 <-> 3 (with the covariances permuted), not under
+        # 0 <-> 2
+        return c01 + 3 * c23 + (c02 + c12) * (c03 + c13) + c00 * c11 + 0.5 * (c22 + c33)
+
+    rows = []
+
+    def counted(*args):
+        rows.append(args[0].shape[0])
+        return fn(*args)
+
+    grid = Grid(K, M, (("i", "S"), ("k", "S")), (("m", "T"), ("o", "T")), (("i", "k"),))
+    labels = ("i", "k", "m", "o")
+
+    def direct(cov, unique):
+        return fn(*[cov(a, b) for a in range(4) for b in range(a, 4)])
+
+    def shared(cov, unique):
+        return unique(counted, (0, 1, 2, 3), ((0, 1), (2, 3)))
+
+    def merged(cov, unique):  # coinciding units: not under test here
+        return cov(0, 1)
+
+    everything = {p: merged for p in [(0, 0, 2, 3), (0, 1, 2, 2), (0, 0, 2, 2)]}
+    everything[(0, 1, 2, 3)] = direct
+    a = grid.by_pattern(omega, labels, everything)
+    b = grid.by_pattern(omega, labels, everything | {(0, 1, 2, 3): shared})
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-14)
+    # distinct points i < k, m != o: 6 * 6 = 36 on the grid (m, o ordered), 6 * 3 = 18 field sets
+    assert rows == [18]
+
+
 def test_derive_records_the_path_of_each_expectation():
     relu_sys = hl.derive(hl.Committee(K=2, M=2, activation="relu"))
     methods = [e.method for e in relu_sys.expectations]
