@@ -202,15 +202,16 @@ def _shared_calls(entry) -> list[tuple[str, object, tuple[int, ...], tuple[tuple
     return out
 
 
-def _expectation_function(entry, printer: _Printer) -> list[str]:
-    syms = entry.cov_symbols
-    shared = {h for h, *_ in _shared_calls(entry)}
-    args = ", ".join([s.name for s in syms] + [f"{h}=None" for h in sorted(shared)])
+def _expectation_function(entry, printer: _Printer, shared: list) -> list[str]:
+    """Source of an expectation function; the values of the ``shared`` calls (see
+    :func:`_shared_calls`) may be passed in by the caller."""
+    holders = sorted(h for h, *_ in shared)
+    args = ", ".join([s.name for s in entry.cov_symbols] + [f"{h}=None" for h in holders])
     lines = [f"def {entry.name}({args}):", f'    """{entry.display()}: {entry.method}."""']
-    return lines + _cse_body([entry.expr], printer, "{0}", frozenset(shared))
+    return lines + _cse_body([entry.expr], printer, "{0}", frozenset(holders))
 
 
-def _term_lines(term, free, out: str, system_exps, printer: _Printer) -> list[str]:
+def _term_lines(term, free, out: str, system_exps, printer: _Printer, shared) -> list[str]:
     free_spec = tuple((str(s), kd) for s, kd in free)
     dummies = tuple((str(s), kd) for s, kd in term.dummies)
     pairs = tuple((str(a), str(b)) for a, b in term.symmetric_pairs)
@@ -238,7 +239,7 @@ def _term_lines(term, free, out: str, system_exps, printer: _Printer) -> list[st
                 f"{sym.name}=cov({int(sym.name[2])}, {int(sym.name[3])})"
                 for sym in system_exps[name].cov_symbols
             ]
-            for holder, call, slots, groups in _shared_calls(system_exps[name]):
+            for holder, call, slots, groups in shared[name]:
                 fn = printer.primitive_name(call)
                 kw.append(f"{holder}=unique({fn}, {slots!r}, {groups!r})")
             items.append(f"{partition!r}: lambda cov, unique: {name}({', '.join(kw)})")
@@ -256,13 +257,13 @@ def _term_lines(term, free, out: str, system_exps, printer: _Printer) -> list[st
     return lines
 
 
-def _equation_lines(eq, system_exps, out: str, shape: str, printer: _Printer) -> list[str]:
+def _equation_lines(eq, system_exps, out: str, shape: str, printer: _Printer, shared) -> list[str]:
     lines = [
         f"    # d{eq.name}/dt" if out.startswith("d") else f"    # {eq.name}",
         f"    {out} = jnp.zeros({shape}, omega.dtype)",
     ]
     for term in eq.terms:
-        lines += _term_lines(term, eq.free, out, system_exps, printer)
+        lines += _term_lines(term, eq.free, out, system_exps, printer, shared)
     return lines
 
 
@@ -300,9 +301,10 @@ def generate_source(system) -> str:
         "",
     ]
     printer = _Printer()
+    shared = {e.name: _shared_calls(e) for e in system.expectations}
     functions = []
     for entry in system.expectations:
-        functions += _expectation_function(entry, printer) + ["", ""]
+        functions += _expectation_function(entry, printer, shared[entry.name]) + ["", ""]
     for _name, definition in printer.primitives.values():
         lines += definition + ["", ""]
     lines += functions
@@ -322,7 +324,7 @@ def generate_source(system) -> str:
     lines += ["def vector_field(t, y, args):", '    """Right-hand side d(state)/dt."""']
     lines += unpack()
     for eq in system.equations:
-        lines += _equation_lines(eq, exps, "d" + eq.name, shapes[eq.name], printer)
+        lines += _equation_lines(eq, exps, "d" + eq.name, shapes[eq.name], printer, shared)
     lines += [
         "    return {" + ", ".join(f'"{eq.name}": d{eq.name}' for eq in system.equations) + "}",
         "",
@@ -330,7 +332,7 @@ def generate_source(system) -> str:
     ]
     for obs in system.observables:
         lines += [f"def {obs.name}(y, args):", f'    """Observable {obs.name}."""'] + unpack()
-        lines += _equation_lines(obs, exps, obs.name, "()", printer)
+        lines += _equation_lines(obs, exps, obs.name, "()", printer, shared)
         lines += [f"    return {obs.name}", "", ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -57,7 +57,6 @@ __all__ = [
     "gaussian_expectation",
 ]
 
-ODD_KINDS = ("erf", "sign")
 DEFAULT_LINE_NODES = 12
 
 

@@ -118,9 +118,9 @@ class Grid:
 
         ``variants`` maps a partition of the slots (each slot labelled by the first slot of its
         group) to ``f(cov, unique)``: ``cov(a, b)`` gives the covariance of merged slots ``a``,
-        ``b``; ``unique(fn, slots, groups)`` evaluates ``fn`` (a function of the upper-triangle
+        ``b``; ``unique(fn, slots, classes)`` evaluates ``fn`` (a function of the upper-triangle
         covariance entries of the fields of ``slots``, symmetric under permutations within each
-        of ``groups``, positions in ``slots``) once per distinct set of fields and returns its
+        of ``classes``, positions in ``slots``) once per distinct set of fields and returns its
         value at every point (a four-point Price integral recurs under several index orders).
         """
         shape = tuple(self.shape)
@@ -138,21 +138,20 @@ class Grid:
             pts = np.nonzero((groups == pattern).all(axis=1))[0]
             reps = sorted(set(pattern.tolist()))
 
-            def cov(a, b, pts=pts, reps=reps):
-                sa, sb = reps[a], reps[b]
-                return omega[
-                    self.offset[labels[sa]] + idx[sa][pts], self.offset[labels[sb]] + idx[sb][pts]
-                ]
+            def field(a, pts=pts, reps=reps):
+                """Row of ``omega`` of merged slot ``a`` at each point of the pattern."""
+                return self.offset[labels[reps[a]]] + idx[reps[a]][pts]
 
-            def unique(fn, slots, groups, pts=pts, reps=reps):
-                fields = np.stack(
-                    [self.offset[labels[reps[s]]] + idx[reps[s]][pts] for s in slots], axis=1
-                )
-                for group in groups:
-                    fields[:, group] = np.sort(fields[:, group], axis=1)
+            def cov(a, b, field=field):
+                return omega[field(a), field(b)]
+
+            def unique(fn, slots, classes, field=field):
+                fields = np.stack([field(a) for a in slots], axis=1)
+                for same in classes:
+                    fields[:, same] = np.sort(fields[:, same], axis=1)
                 keys, inverse = np.unique(fields, axis=0, return_inverse=True)
-                r = len(slots)
-                args = [omega[keys[:, a], keys[:, b]] for a in range(r) for b in range(a, r)]
+                n = len(slots)
+                args = [omega[keys[:, a], keys[:, b]] for a in range(n) for b in range(a, n)]
                 return fn(*args)[inverse.reshape(-1)]
 
             out = out.at[pts].set(variants[tuple(pattern.tolist())](cov, unique))
