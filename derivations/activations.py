@@ -1,5 +1,6 @@
 """Worked derivation: committees with other activations (ReLU, mismatched He3 teacher / erf
-student, sign teacher, tanh by quadrature).
+student, sign teacher, tanh by quadrature, ReLU student / tanh teacher: kinks inside the
+quadrature).
 
 Regenerates each variant from scratch (cache bypassed), writes it as Markdown with LaTeX next to
 this script, and checks every expectation of the system against Monte Carlo (4e5 samples, within
@@ -33,6 +34,7 @@ VARIANTS = [
     ("erf", "he3", False),
     ("relu", "sign", False),
     ("tanh", "tanh", False),
+    ("relu", "tanh", False),
 ]
 
 

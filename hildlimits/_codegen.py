@@ -22,6 +22,7 @@ _RUNTIME_NAMES = (
     "Grid",
     "asin",
     "gauss_hermite_fields",
+    "kinked_gauss_fields",
     "overlap_matrix",
     "price_nodes",
     "trailing",
@@ -59,6 +60,18 @@ class _Printer(JaxPrinter):
             root = f"jnp.sqrt(jnp.maximum({self._print(expr.base)}, 0))"
             return root if e.p == 1 else f"{root}**({e.p})"
         return super()._print_Pow(expr, rational=rational)
+
+    def _print_Max(self, expr):
+        return self._reduce("jnp.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._reduce("jnp.minimum", expr.args)
+
+    def _reduce(self, fn: str, args) -> str:
+        out = self._print(args[0])
+        for a in args[1:]:
+            out = f"{fn}({out}, {self._print(a)})"
+        return out
 
     def _print_asin(self, expr):
         return f"asin({self._print(expr.args[0])})"
@@ -160,18 +173,34 @@ def _price_function(name: str, call) -> list[str]:
 
 def _gh_function(name: str, call) -> list[str]:
     from ._activations import X
-    from ._gaussian import covariance_symbols, upper
+    from ._gaussian import ELL, MU, covariance_symbols, kink_plan, smoothed_kink, upper
 
     funcs, n = call.args[0], int(call.args[1])
     r = len(funcs)
     syms = upper(covariance_symbols(r))
-    body = sp.Mul(*[f.xreplace({X: sp.Symbol(f"z[{a}]")}) for a, f in enumerate(funcs)])
-    lines = [
-        f"def {name}({', '.join(x.name for x in syms)}):",
-        f'    """E[{" ".join(f"({sp.sstr(f)})(z_{a})" for a, f in enumerate(funcs))}] by '
-        f'Gauss-Hermite quadrature, {n}^{r} nodes."""',
-        f"    z, weights = gauss_hermite_fields(({', '.join(x.name for x in syms)},), {r}, {n})",
+    args = ", ".join(x.name for x in syms)
+    plan = kink_plan(funcs, X)
+    factors = [
+        smoothed_kink(f, X) if a == plan.last else f.xreplace({X: sp.Symbol(f"z[{a}]")})
+        for a, f in enumerate(funcs)
     ]
+    text = " ".join(f"({sp.sstr(f)})(z_{a})" for a, f in enumerate(funcs))
+    if plan.active:
+        last = "None" if plan.last is None else plan.last
+        lines = [
+            f"def {name}({args}):",
+            f'    """E[{text}] by Gauss-Hermite quadrature, {n} nodes per dimension; kinks: '
+            f'{plan.describe()}."""',
+            f"    z, weights, ({MU.name}, {ELL.name}) = kinked_gauss_fields(({args},), {r}, {n}, "
+            f"{tuple(plan.split)}, {last})",
+        ]
+    else:
+        lines = [
+            f"def {name}({args}):",
+            f'    """E[{text}] by Gauss-Hermite quadrature, {n}^{r} nodes."""',
+            f"    z, weights = gauss_hermite_fields(({args},), {r}, {n})",
+        ]
+    body = sp.Mul(*factors)
     return lines + _cse_body([body], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
 
 

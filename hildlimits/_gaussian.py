@@ -98,6 +98,12 @@ class Expectation:
             (call,) = gh
             r = len(call.args[0])
             n = int(call.args[1])
+            plan = kink_plan(call.args[0], sp.Symbol("x", real=True))
+            if plan.active:
+                return (
+                    f"numerical: Gauss-Hermite quadrature, {n} nodes per dimension; kinks: "
+                    + plan.describe()
+                )
             return f"numerical: Gauss-Hermite quadrature, {n}^{r} nodes"
         text = ", ".join(r for r in self.rules if r != "Price line integral")
         price = self.expr.atoms(PriceIntegral)
@@ -157,14 +163,9 @@ def upper(C: sp.Matrix) -> list[sp.Expr]:
 
 
 # --------------------------------------------------------------------------- canonical form
-def canonical(f: sp.Expr, x: sp.Symbol) -> sp.Expr:
-    """Rewrite kinks and trigonometric factors into the engine's atoms (``sign``, ``exp``).
-
-    ``Heaviside(u) -> (1 + sign(u))/2``, ``Abs(u) -> u sign(u)``, ``Max(0, u)``/``Min(0, u)`` ->
-    ``(u \\pm |u|)/2``, ``sin``/``cos``/``sinh``/``cosh`` -> exponentials, ``x^k DiracDelta(x) -> 0``.
-    The value at the kink itself is immaterial (a null set of the Gaussian).
-    """
-    f = sp.sympify(f)
+def _kinks_to_sign(f: sp.Expr) -> sp.Expr:
+    """``Heaviside(u) -> (1 + sign(u))/2``, ``Abs(u) -> u sign(u)``, ``Max(0, u)``/``Min(0, u)`` ->
+    ``(u \\pm |u|)/2``."""
 
     def max_min(e):  # Max(0, u) = (u + |u|)/2, Min(0, u) = (u - |u|)/2
         (u,) = [a for a in e.args if a != 0]
@@ -174,7 +175,17 @@ def canonical(f: sp.Expr, x: sp.Symbol) -> sp.Expr:
         lambda e: isinstance(e, (sp.Max, sp.Min)) and len(e.args) == 2 and 0 in e.args, max_min
     )
     f = f.replace(lambda e: isinstance(e, sp.Heaviside), lambda e: (1 + sp.sign(e.args[0])) / 2)
-    f = f.replace(lambda e: isinstance(e, sp.Abs), lambda e: e.args[0] * sp.sign(e.args[0]))
+    return f.replace(lambda e: isinstance(e, sp.Abs), lambda e: e.args[0] * sp.sign(e.args[0]))
+
+
+def canonical(f: sp.Expr, x: sp.Symbol) -> sp.Expr:
+    """Rewrite kinks and trigonometric factors into the engine's atoms (``sign``, ``exp``).
+
+    Kinks as in :func:`_kinks_to_sign`, ``sin``/``cos``/``sinh``/``cosh`` -> exponentials,
+    ``x^k DiracDelta(x) -> 0``. The value at the kink itself is immaterial (a null set of the
+    Gaussian).
+    """
+    f = _kinks_to_sign(sp.sympify(f))
     if f.has(sp.sin, sp.cos, sp.sinh, sp.cosh):
         f = f.rewrite(sp.exp)
     f = sp.expand(f)
@@ -508,6 +519,110 @@ def price_integrand(
         slots[b] = _derivative(atoms[b])
         terms.append(((a, b), C[a, b] * _expect_slots(tuple(slots), Cs, set(), ())))
     return terms, tuple(upper(C))
+
+
+# --------------------------------------------------------------------------- kinks in quadratures
+_KINKS = (sp.sign, sp.Heaviside, sp.Abs, sp.Max, sp.Min)
+MU, ELL = sp.Symbol("mu", real=True), sp.Symbol("ell", positive=True)
+"""Conditional mean and standard deviation of the field a kinked factor is smoothed over."""
+
+
+def kink_parts(f: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
+    r"""``(s_0, s_1)`` with ``f = s_0(x) + s_1(x) \operatorname{sign}(x)`` and ``s_0``, ``s_1`` free
+    of kinks, when ``f`` has kinks (``sign``, ``Heaviside``, ``Abs``, ``Max``/``Min`` with 0) at
+    ``x = 0`` only; ``None`` when ``f`` has no kink, a kink elsewhere, or a Dirac delta."""
+    f = sp.sympify(f)
+    if not f.has(*_KINKS) or f.has(sp.DiracDelta):
+        return None
+    g = sp.expand(_kinks_to_sign(f))
+    g = g.replace(
+        lambda e: e.is_Pow and isinstance(e.base, sp.sign) and e.exp.is_Integer,
+        lambda e: sp.Integer(1) if e.exp % 2 == 0 else e.base,
+    )
+    s1 = sp.expand(g.coeff(sp.sign(x)))
+    s0 = sp.expand(g - s1 * sp.sign(x))
+    if s1 == 0 or s0.has(*_KINKS) or s1.has(*_KINKS):
+        return None
+    return s0, s1
+
+
+def smoothed_kink(f: sp.Expr, x: sp.Symbol) -> sp.Expr | None:
+    r"""``E[f(\mu + \ell u)]`` for ``u ~ N(0, 1)`` in closed form, in the symbols :data:`MU` and
+    :data:`ELL`, for ``f = s_0 + s_1 \operatorname{sign}`` with polynomial ``s_0``, ``s_1``
+    (``relu``, ``Heaviside``, ``sign``, ``|x|``, ...); ``None`` otherwise.
+
+    With ``t = \mu/\ell``: ``E[(\mu + \ell u)^k \operatorname{sign}(\mu + \ell u)] =
+    \sum_j \binom{k}{j} \mu^{k-j} \ell^j (E[u^j] - 2 I_j(-t))`` with the partial moments
+    ``I_j(a) = \int_{-\infty}^a u^j \varphi(u) du`` (``I_0 = \Phi(a)``, ``I_1 = -\varphi(a)``,
+    ``I_j = -a^{j-1}\varphi(a) + (j - 1) I_{j-2}``). Every power of ``t`` outside ``\Phi`` and
+    ``\varphi`` is at most ``j - 1``, so the result has no negative power of ``\ell`` there and
+    tends to ``f(\mu)`` as ``\ell \to 0``."""
+    parts = kink_parts(f, x)
+    if parts is None or not all(p.is_polynomial(x) for p in parts):
+        return None
+    s0, s1 = (sp.Poly(p, x) for p in parts)
+    t = MU / ELL
+    Phi = (1 + sp.erf(-t / sp.sqrt(2))) / 2  # Phi(-t)
+    phi = sp.exp(-(t**2) / 2) / sp.sqrt(2 * sp.pi)  # phi(-t) = phi(t)
+
+    def moment(j):  # E[u^j]
+        return sp.factorial2(j - 1) if j % 2 == 0 else sp.Integer(0)
+
+    partial = [Phi, -phi]  # I_j(-t)
+    for j in range(2, max(s0.degree(), s1.degree()) + 1):
+        partial.append(-((-t) ** (j - 1)) * phi + (j - 1) * partial[j - 2])
+    total = sp.Integer(0)
+    for poly, signed in ((s0, False), (s1, True)):
+        for (k,), c in poly.terms():
+            for j in range(k + 1):
+                inner = moment(j) - 2 * partial[j] if signed else moment(j)
+                total += c * sp.binomial(k, j) * MU ** (k - j) * ELL**j * inner
+    return sp.expand(total)
+
+
+@dataclass(frozen=True)
+class KinkPlan:
+    """How the quadrature of a :class:`GaussHermite` call treats the kinks of its factors.
+
+    ``split``: slots whose kink at 0 the node rule follows exactly (one: a half-range rule on the
+    first Cholesky coordinate; two: polar wedges bounded by both kink lines). ``last``: with a
+    third kinked slot, the one put last in the Cholesky order and integrated in closed form given
+    the others (:func:`smoothed_kink`); this is exact too, but when that field is nearly
+    determined by the others its smoothed factor has a near-kink the remaining tensor rule does
+    not follow. ``unsplit``: kinked slots beyond these (left to the tensor rule)."""
+
+    split: tuple[int, ...] = ()
+    last: int | None = None
+    unsplit: tuple[int, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.split or self.last is not None)
+
+    def describe(self) -> str:
+        parts = []
+        if self.last is not None:
+            parts.append(f"z_{self.last} integrated in closed form")
+        if len(self.split) == 1:
+            parts.append(f"z_{self.split[0]} split at 0 (half-range rule)")
+        elif self.split:
+            parts.append(f"z_{self.split[0]}, z_{self.split[1]} split by polar wedges")
+        if self.unsplit:
+            parts.append(
+                "not split: " + ", ".join(f"z_{s}" for s in self.unsplit) + " (slow convergence)"
+            )
+        return "; ".join(parts)
+
+
+def kink_plan(funcs: Sequence[sp.Expr], x: sp.Symbol) -> KinkPlan:
+    """The :class:`KinkPlan` for the factors ``funcs`` (expressions in ``x``)."""
+    kinked = [s for s, f in enumerate(funcs) if kink_parts(f, x) is not None]
+    if len(kinked) <= 2:  # the node rule follows every kink exactly
+        return KinkPlan(split=tuple(kinked))
+    closed = [s for s in kinked if smoothed_kink(funcs[s], x) is not None]
+    last = closed[-1] if closed else None
+    rest = [s for s in kinked if s != last]
+    return KinkPlan(split=tuple(rest[:2]), last=last, unsplit=tuple(rest[2:]))
 
 
 # --------------------------------------------------------------------------- public entry

@@ -291,16 +291,20 @@ def trailing(entries):
     return [jnp.expand_dims(jnp.asarray(c), -1) for c in entries]
 
 
-def gauss_hermite_fields(entries, r: int, n: int):
-    """Fields ``z_s`` at the Gauss--Hermite nodes for the covariance given by its upper triangle
-    ``entries`` (row-major), via a semi-definite Cholesky factorisation that tolerates the
-    singular covariances of coincident units; returns ``(z, weights)``."""
-    xi, w = gauss_hermite_grid(n, r)
-    it = iter(trailing(entries))
+def _symmetric(entries, r: int):
+    """``r x r`` nested list of the covariance given by its upper triangle (row-major)."""
+    it = iter(entries)
     C = [[None] * r for _ in range(r)]
     for a in range(r):
         for b in range(a, r):
             C[a][b] = C[b][a] = next(it)
+    return C
+
+
+def _cholesky(C):
+    """Lower Cholesky factor (nested lists) of a semi-definite covariance: a pivot below
+    ``1e-12`` of its variance (coincident units) gives a zero column."""
+    r = len(C)
     L = [[0.0] * r for _ in range(r)]
     for j in range(r):
         d = C[j][j] - sum(L[j][k] ** 2 for k in range(j))
@@ -310,5 +314,133 @@ def gauss_hermite_fields(entries, r: int, n: int):
         for i in range(j + 1, r):
             off = C[i][j] - sum(L[i][k] * L[j][k] for k in range(j))
             L[i][j] = jnp.where(ok, off / ljj, 0.0)
+    return L
+
+
+def gauss_hermite_fields(entries, r: int, n: int):
+    """Fields ``z_s`` at the Gauss--Hermite nodes for the covariance given by its upper triangle
+    ``entries`` (row-major), via a semi-definite Cholesky factorisation that tolerates the
+    singular covariances of coincident units; returns ``(z, weights)``."""
+    xi, w = gauss_hermite_grid(n, r)
+    L = _cholesky(_symmetric(trailing(entries), r))
     z = [sum(L[s][t] * xi[:, t] for t in range(s + 1)) for s in range(r)]
     return z, w
+
+
+def _gauss_rule(moment, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n``-point Gauss rule of the weight whose ``k``-th moment is ``moment(k)`` (an mpmath
+    number): Golub--Welsch from the Cholesky factor of the Hankel moment matrix, in
+    ``40 + 2n``-digit arithmetic (the Hankel matrix is ill conditioned), rounded to float64."""
+    import mpmath
+
+    with mpmath.workdps(40 + 2 * n):
+        H = mpmath.matrix(n + 1, n + 1)
+        for i in range(n + 1):
+            for j in range(n + 1):
+                H[i, j] = moment(i + j)
+        R = mpmath.cholesky(H).T  # upper
+        J = mpmath.matrix(n, n)
+        for j in range(n):
+            J[j, j] = R[j, j + 1] / R[j, j] - (R[j - 1, j] / R[j - 1, j - 1] if j else 0)
+            if j + 1 < n:
+                J[j, j + 1] = J[j + 1, j] = R[j + 1, j + 1] / R[j, j]
+        nodes, vectors = mpmath.eigsy(J)
+        weights = [moment(0) * vectors[0, k] ** 2 for k in range(n)]
+        return np.array([float(v) for v in nodes]), np.array([float(w) for w in weights])
+
+
+@functools.lru_cache(maxsize=32)
+def half_range_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Gauss rule on ``u > 0`` for the weight ``\varphi(u) = e^{-u^2/2}/\sqrt{2\pi}`` (weights sum
+    to 1/2); mirrored (``u -> -u``) it integrates ``E[g(u)]`` for ``g`` smooth on each side of
+    ``u = 0`` with spectral accuracy, where a kink at 0 stalls Gauss--Hermite."""
+    import mpmath
+
+    return _gauss_rule(
+        lambda k: (
+            mpmath.mpf(2) ** ((k - 1) / mpmath.mpf(2))
+            * mpmath.gamma((k + 1) / mpmath.mpf(2))
+            / mpmath.sqrt(2 * mpmath.pi)
+        ),
+        n,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def radial_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss rule on ``r > 0`` for the weight ``r e^{-r^2/2}`` (the radial law of a standard
+    two-dimensional Gaussian; weights sum to 1)."""
+    import mpmath
+
+    return _gauss_rule(
+        lambda k: mpmath.mpf(2) ** (k / mpmath.mpf(2)) * mpmath.gamma(k / mpmath.mpf(2) + 1), n
+    )
+
+
+def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
+    r"""Fields at the nodes of a rule that follows the kinks at 0 of some factors.
+
+    The covariance (upper triangle ``entries``) is factorised in the order ``split``, the other
+    slots, then ``last``. One split slot is the first Cholesky coordinate ``u_0`` (its kink is
+    ``u_0 = 0``): a mirrored :func:`half_range_rule` of ``n // 2 + 2`` nodes a side. Two split
+    slots give two kink lines through the origin of ``(u_0, u_1)`` at angles ``\pm\pi/2`` and
+    ``	heta_c = atan2(-L_{10}, L_{11})`` (+ ``\pi``): four wedges, each with ``n // 2 + 2``
+    Gauss--Legendre angles times the :func:`radial_rule` of ``n // 2 + 2`` radii. The remaining
+    coordinates get ``n`` Gauss--Hermite nodes each. The ``last`` slot is not sampled: its field
+    is ``\mu + \ell u`` with ``\mu`` (at the nodes) and ``\ell`` returned for the closed-form
+    smoothing of its factor.
+
+    Returns ``(z, weights, (mu, ell))``: ``z[s]`` for every slot but ``last`` (``None`` there),
+    weights broadcastable against them (they depend on the covariance when wedges are used) and
+    ``(None, None)`` without a ``last`` slot."""
+    order = list(split) + [s for s in range(r) if s not in split and s != last]
+    d = len(order)
+    if last is not None:
+        order.append(last)
+    C = _symmetric(trailing(entries), r)
+    L = _cholesky([[C[a][b] for b in order] for a in order])
+    m = n // 2 + 2  # half-range and radial nodes
+    if len(split) == 2:
+        rho, nu = radial_rule(m)
+        tau, om = np.polynomial.legendre.leggauss(n // 4 + 2)
+        tau, om = (tau + 1) / 2, om / 2
+        theta_c = jnp.arctan2(-L[1][0], L[1][1])  # in [-pi/2, pi/2]: L_11 >= 0
+        bounds = [-np.pi / 2, theta_c, np.pi / 2, theta_c + np.pi, 1.5 * np.pi]
+        thetas, widths = [], []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            thetas.append(lo + (hi - lo) * tau)
+            widths.append((hi - lo) * om / (2 * np.pi))
+        shape = jnp.shape(theta_c)[:-1] + tau.shape
+        theta = jnp.concatenate([jnp.broadcast_to(t, shape) for t in thetas], -1)
+        wtheta = jnp.concatenate([jnp.broadcast_to(w, shape) for w in widths], -1)
+        cos, sin = jnp.cos(theta), jnp.sin(theta)
+        u = [(rho[:, None] * cos[..., None, :]), (rho[:, None] * sin[..., None, :])]
+        u = [jnp.reshape(v, v.shape[:-2] + (-1,)) for v in u]
+        w2 = jnp.reshape(nu[:, None] * wtheta[..., None, :], wtheta.shape[:-1] + (-1,))
+        xi, wg = gauss_hermite_grid(n, d - 2) if d > 2 else (np.zeros((1, 0)), np.ones(1))
+        P = xi.shape[0]
+        u = [jnp.repeat(v, P, axis=-1) for v in u]
+        u += [jnp.tile(xi[:, t], u[0].shape[-1] // P) for t in range(d - 2)]
+        weights = jnp.repeat(w2, P, axis=-1) * jnp.tile(wg, w2.shape[-1])
+    else:
+        if split:
+            y, wy = half_range_rule(m)
+            first, wfirst = np.concatenate([y, -y]), np.concatenate([wy, wy])
+            xi, wg = gauss_hermite_grid(n, d - 1) if d > 1 else (np.zeros((1, 0)), np.ones(1))
+            nodes = np.concatenate(
+                [np.repeat(first, xi.shape[0])[:, None], np.tile(xi, (first.size, 1))], axis=1
+            )
+            weights = np.repeat(wfirst, wg.size) * np.tile(wg, first.size)
+        else:
+            nodes, weights = gauss_hermite_grid(n, d) if d else (np.zeros((1, 0)), np.ones(1))
+        u = [nodes[:, t] for t in range(d)]
+    z = [None] * r
+    for a in range(d):
+        z[order[a]] = sum(L[a][t] * u[t] for t in range(a + 1))
+    if last is None:
+        return z, weights, (None, None)
+    mu = sum(L[d][t] * u[t] for t in range(d)) if d else jnp.zeros_like(L[d][d])
+    ell = L[d][d]
+    # ell -> 0 (the last field determined by the others): erf(mu/ell) -> sign, exp(-mu^2/ell^2)
+    # -> 0; the floor keeps ell^2 a normal number, so mu = 0 gives 0/tiny, not 0/0
+    return z, weights, (mu, jnp.maximum(ell, jnp.sqrt(jnp.finfo(jnp.result_type(ell)).tiny)))
