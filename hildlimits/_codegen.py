@@ -23,6 +23,7 @@ _RUNTIME_NAMES = (
     "asin",
     "gauss_hermite_fields",
     "kinked_gauss_fields",
+    "least_determined",
     "overlap_matrix",
     "price_nodes",
     "trailing",
@@ -179,29 +180,41 @@ def _gh_function(name: str, call) -> list[str]:
     r = len(funcs)
     syms = upper(covariance_symbols(r))
     args = ", ".join(x.name for x in syms)
-    plan = kink_plan(funcs, X)
-    factors = [
-        smoothed_kink(f, X) if a == plan.last else f.xreplace({X: sp.Symbol(f"z[{a}]")})
-        for a, f in enumerate(funcs)
-    ]
     text = " ".join(f"({sp.sstr(f)})(z_{a})" for a, f in enumerate(funcs))
-    if plan.active:
-        last = "None" if plan.last is None else plan.last
-        lines = [
-            f"def {name}({args}):",
-            f'    """E[{text}] by Gauss-Hermite quadrature, {n} nodes per dimension; kinks: '
-            f'{plan.describe()}."""',
-            f"    z, weights, ({MU.name}, {ELL.name}) = kinked_gauss_fields(({args},), {r}, {n}, "
-            f"{tuple(plan.split)}, {last})",
-        ]
-    else:
+    plan = kink_plan(funcs, X)
+    if not plan.active:
+        body = sp.Mul(*[f.xreplace({X: sp.Symbol(f"z[{a}]")}) for a, f in enumerate(funcs)])
         lines = [
             f"def {name}({args}):",
             f'    """E[{text}] by Gauss-Hermite quadrature, {n}^{r} nodes."""',
             f"    z, weights = gauss_hermite_fields(({args},), {r}, {n})",
         ]
-    body = sp.Mul(*factors)
-    return lines + _cse_body([body], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
+        return lines + _cse_body([body], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
+    lines = [
+        f"def {name}({args}):",
+        f'    """E[{text}] by Gauss-Hermite quadrature, {n} nodes per dimension; kinks: '
+        f'{plan.describe()}."""',
+    ]
+    variants = plan.variants()
+    for v, (split, last, _) in enumerate(variants):
+        factors = [
+            smoothed_kink(f, X) if a == last else f.xreplace({X: sp.Symbol(f"z[{a}]")})
+            for a, f in enumerate(funcs)
+        ]
+        lines.append(
+            f"    z, weights, ({MU.name}, {ELL.name}) = kinked_gauss_fields(({args},), {r}, {n}, "
+            f"{tuple(split)}, {last})"
+        )
+        body = _cse_body([sp.Mul(*factors)], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
+        body[-1] = body[-1].replace("    return ", f"    value{v} = ", 1)
+        lines += body
+        if len(variants) > 1:  # spread of the closed-form field given the others, relative
+            lines.append(f"    spread{v} = {ELL.name}[..., 0] / jnp.sqrt(C_{last}{last})")
+    if len(variants) == 1:
+        return lines + ["    return value0"]
+    values = ", ".join(f"value{v}" for v in range(len(variants)))
+    spreads = ", ".join(f"spread{v}" for v in range(len(variants)))
+    return lines + [f"    return least_determined(({values}), ({spreads}))"]
 
 
 def _shared_calls(entry) -> list[tuple[str, object, tuple[int, ...], tuple[tuple[int, ...], ...]]]:

@@ -584,45 +584,60 @@ def smoothed_kink(f: sp.Expr, x: sp.Symbol) -> sp.Expr | None:
 class KinkPlan:
     """How the quadrature of a :class:`GaussHermite` call treats the kinks of its factors.
 
-    ``split``: slots whose kink at 0 the node rule follows exactly (one: a half-range rule on the
-    first Cholesky coordinate; two: polar wedges bounded by both kink lines). ``last``: with a
-    third kinked slot, the one put last in the Cholesky order and integrated in closed form given
-    the others (:func:`smoothed_kink`); this is exact too, but when that field is nearly
-    determined by the others its smoothed factor has a near-kink the remaining tensor rule does
-    not follow. ``unsplit``: kinked slots beyond these (left to the tensor rule)."""
+    ``kinked``: the slots with a kink at 0. Up to two, the node rule follows them exactly (one:
+    a half-range rule on the first Cholesky coordinate; two: polar wedges bounded by both kink
+    lines). With three or more, one of them is put last in the Cholesky order and integrated in
+    closed form given the others (:func:`smoothed_kink`), the next two are split by wedges, and
+    any further ones are left to the tensor rule. ``closed``: the slots that can be the closed-
+    form one; the generated code evaluates each choice and keeps, per covariance, the one whose
+    field is least determined by the others (largest conditional standard deviation relative to
+    its own): a nearly determined field would make its smoothed factor a near-kink that the
+    tensor rule does not follow."""
 
-    split: tuple[int, ...] = ()
-    last: int | None = None
-    unsplit: tuple[int, ...] = ()
+    kinked: tuple[int, ...] = ()
+    closed: tuple[int, ...] = ()
 
     @property
     def active(self) -> bool:
-        return bool(self.split or self.last is not None)
+        return bool(self.kinked)
+
+    def variants(self) -> list[tuple[tuple[int, ...], int | None, tuple[int, ...]]]:
+        """``(split, last, unsplit)`` for each choice of the closed-form slot."""
+        if len(self.kinked) <= 2:
+            return [(self.kinked, None, ())]
+        if not self.closed:
+            return [(self.kinked[:2], None, self.kinked[2:])]
+        out = []
+        for c in self.closed:
+            rest = tuple(s for s in self.kinked if s != c)
+            out.append((rest[:2], c, rest[2:]))
+        return out
 
     def describe(self) -> str:
-        parts = []
-        if self.last is not None:
-            parts.append(f"z_{self.last} integrated in closed form")
-        if len(self.split) == 1:
-            parts.append(f"z_{self.split[0]} split at 0 (half-range rule)")
-        elif self.split:
-            parts.append(f"z_{self.split[0]}, z_{self.split[1]} split by polar wedges")
-        if self.unsplit:
-            parts.append(
-                "not split: " + ", ".join(f"z_{s}" for s in self.unsplit) + " (slow convergence)"
+        z = ", ".join(f"z_{s}" for s in self.kinked)
+        if len(self.kinked) == 1:
+            return f"{z} split at 0 (half-range rule)"
+        if len(self.kinked) == 2:
+            return f"{z} split by polar wedges"
+        if not self.closed:
+            text = f"z_{self.kinked[0]}, z_{self.kinked[1]} split by polar wedges"
+        else:
+            text = (
+                f"of {z}, the field least determined by the others (chosen per covariance among "
+                + ", ".join(f"z_{s}" for s in self.closed)
+                + ") integrated in closed form, two more split by polar wedges"
             )
-        return "; ".join(parts)
+        n_unsplit = len(self.kinked) - 2 - (1 if self.closed else 0)
+        return text + (f"; {n_unsplit} not split (slow convergence)" if n_unsplit else "")
 
 
 def kink_plan(funcs: Sequence[sp.Expr], x: sp.Symbol) -> KinkPlan:
     """The :class:`KinkPlan` for the factors ``funcs`` (expressions in ``x``)."""
-    kinked = [s for s, f in enumerate(funcs) if kink_parts(f, x) is not None]
-    if len(kinked) <= 2:  # the node rule follows every kink exactly
-        return KinkPlan(split=tuple(kinked))
-    closed = [s for s in kinked if smoothed_kink(funcs[s], x) is not None]
-    last = closed[-1] if closed else None
-    rest = [s for s in kinked if s != last]
-    return KinkPlan(split=tuple(rest[:2]), last=last, unsplit=tuple(rest[2:]))
+    kinked = tuple(s for s, f in enumerate(funcs) if kink_parts(f, x) is not None)
+    if len(kinked) <= 2:
+        return KinkPlan(kinked=kinked)
+    closed = tuple(s for s in kinked if smoothed_kink(funcs[s], x) is not None)
+    return KinkPlan(kinked=kinked, closed=closed)
 
 
 # --------------------------------------------------------------------------- public entry

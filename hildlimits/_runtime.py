@@ -444,3 +444,12 @@ def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
     # ell -> 0 (the last field determined by the others): erf(mu/ell) -> sign, exp(-mu^2/ell^2)
     # -> 0; the floor keeps ell^2 a normal number, so mu = 0 gives 0/tiny, not 0/0
     return z, weights, (mu, jnp.maximum(ell, jnp.sqrt(jnp.finfo(jnp.result_type(ell)).tiny)))
+
+
+def least_determined(values, spreads):
+    """Per covariance, the value of the quadrature variant whose closed-form (kinked) field has
+    the largest spread given the other fields (see :class:`hildlimits._gaussian.KinkPlan`)."""
+    v = jnp.stack(jnp.broadcast_arrays(*values), -1)
+    s = jnp.stack(jnp.broadcast_arrays(*spreads), -1)
+    k = jnp.argmax(s, axis=-1)
+    return jnp.take_along_axis(v, k[..., None], -1)[..., 0]
