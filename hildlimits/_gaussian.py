@@ -34,7 +34,8 @@ Nothing here knows any published integral: every closed form is *derived* from a
    distinct set of fields (``unique`` in :meth:`hildlimits._runtime.Grid.by_pattern`).
 
 Expectations that these rules cannot reduce raise :class:`NoClosedForm`; the derivation then uses
-Gauss--Hermite quadrature (:class:`GaussHermite`, evaluated in the generated code).
+Gauss--Hermite quadrature (:class:`GaussHermite`, evaluated in the generated code), whose nodes
+follow the kinks at 0 of its factors (:class:`KinkPlan`, :func:`smoothed_kink`).
 """
 
 from __future__ import annotations

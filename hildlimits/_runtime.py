@@ -384,8 +384,9 @@ def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
     slots, then ``last``. One split slot is the first Cholesky coordinate ``u_0`` (its kink is
     ``u_0 = 0``): a mirrored :func:`half_range_rule` of ``n // 2 + 2`` nodes a side. Two split
     slots give two kink lines through the origin of ``(u_0, u_1)`` at angles ``\pm\pi/2`` and
-    ``	heta_c = atan2(-L_{10}, L_{11})`` (+ ``\pi``): four wedges, each with ``n // 2 + 2``
-    Gauss--Legendre angles times the :func:`radial_rule` of ``n // 2 + 2`` radii. The remaining
+    ``\theta_c = atan2(-L_{10}, L_{11})`` (+ ``\pi``): four wedges, each with ``n // 4 + 2``
+    Gauss--Legendre angles times the :func:`radial_rule` of ``n // 2 + 2`` radii (measured:
+    ``n // 4 + 2`` angles gave the errors of ``n // 2 + 2`` on the reference cases). The remaining
     coordinates get ``n`` Gauss--Hermite nodes each. The ``last`` slot is not sampled: its field
     is ``\mu + \ell u`` with ``\mu`` (at the nodes) and ``\ell`` returned for the closed-form
     smoothing of its factor.
