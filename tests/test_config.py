@@ -276,3 +276,11 @@ def test_load_config_example_file():
     cfg = load_config(example)
     assert cfg.model.K == 2 and cfg.model.M == 2
     assert cfg.source == str(example)
+
+
+def test_load_config_mismatched_example():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "relu_tanh_k2.toml"
+    cfg = load_config(example)
+    assert (cfg.model.activation, cfg.model.teacher_activation) == ("relu", "tanh")
