@@ -1,12 +1,15 @@
 """Warm solve time of ReLU (closed forms + the numerical Price line integral for the four-point
-terms) against erf at the same K. Run: python benchmarks/activations.py [--Ks 2,8] [--tanh]
+terms) against erf at the same K.
+Run: python benchmarks/activations.py [--Ks 2,8] [--tanh] [--relu-tanh]
 
 Same problem for every activation: K = M, random initial overlaps (student weights of norm 0.5,
 orthonormal teacher), fixed second layer, lr = 0.2, output noise sigma = 0.1, t1 = 1000,
 200 log-spaced saves, default tolerances. (With sigma = 0 and a realisable ReLU teacher the
 student recovers the teacher exactly; near that point the ReLU closed forms are not Lipschitz
 (sqrt(1 - rho^2)) and the adaptive steps shrink -- see the README -- so the benchmark uses noise.)
-``--tanh`` adds tanh (Gauss-Hermite quadrature for every expectation) at K = 2.
+``--tanh`` adds tanh (Gauss-Hermite quadrature for every expectation) at K = 2; ``--relu-tanh``
+adds a ReLU student with a tanh teacher (kinks inside the quadrature: half-range rule, polar
+wedges, a closed-form third kink) at K = 2.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import hildlimits as hl  # noqa: E402
 
 
 def problem(K: int, activation: str, seed: int = 0):
-    model = hl.Committee(K=K, M=K, activation=activation)
+    student, _, teacher = activation.partition("/")
+    model = hl.Committee(K=K, M=K, activation=student, teacher_activation=teacher or None)
     rng = np.random.default_rng(seed)
     N = 10_000
     W = rng.standard_normal((K, N)) * 0.5
@@ -63,6 +67,7 @@ def main() -> None:
     p.add_argument("--Ks", default="2,8")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tanh", action="store_true")
+    p.add_argument("--relu-tanh", action="store_true", help="ReLU student, tanh teacher")
     ns = p.parse_args()
     print(
         f"{'K=M':>4} {'activation':>10} {'derive [s]':>10} {'compile [s]':>11} {'warm [s]':>9} "
@@ -70,6 +75,7 @@ def main() -> None:
     )
     for K in [int(k) for k in ns.Ks.split(",")]:
         acts = ["erf", "relu"] + (["tanh"] if ns.tanh and K <= 2 else [])
+        acts += ["relu/tanh"] if ns.relu_tanh and K <= 2 else []
         base = None
         for act in acts:
             r = time_solve(K, act, ns.repeats)
