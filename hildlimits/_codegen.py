@@ -115,9 +115,12 @@ def _numerical_calls(exprs) -> list:
     return sorted(set().union(*[e.atoms(PriceIntegral, GaussHermite) for e in exprs]), key=str)
 
 
-def _cse_body(exprs, printer, result: str, given: frozenset = frozenset()) -> list[str]:
+def _cse_body(
+    exprs, printer, result: str, given: frozenset = frozenset(), target: str = "return "
+) -> list[str]:
     """Body lines: numerical calls held in ``q0, q1, ...`` (those in ``given`` only when the
-    caller did not pass their value), SymPy CSE, ``return`` formatted by ``result``."""
+    caller did not pass their value), SymPy CSE, then ``target`` (``return`` by default, or an
+    assignment) followed by ``result`` formatted with the reduced expressions."""
     holders = {c: sp.Symbol(f"q{n}") for n, c in enumerate(_numerical_calls(exprs))}
     exprs = [e.xreplace(holders) for e in exprs]
     lines = []
@@ -128,8 +131,12 @@ def _cse_body(exprs, printer, result: str, given: frozenset = frozenset()) -> li
             lines.append(f"    {h} = {_print(c, printer)}")
     replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"))
     lines += [f"    {sym} = {_print(val, printer)}" for sym, val in replacements]
-    lines.append(f"    return {result.format(*[_print(r, printer) for r in reduced])}")
+    lines.append(f"    {target}{result.format(*[_print(r, printer) for r in reduced])}")
     return lines
+
+
+_WEIGHTED_SUM = "jnp.sum(weights * ({0}), axis=-1)"
+"""Quadrature of an integrand over the trailing node axis."""
 
 
 def _price_function(name: str, call) -> list[str]:
@@ -166,9 +173,7 @@ def _price_function(name: str, call) -> list[str]:
     for (a, b), integrand in terms:
         caa, cbb = ("1.0" if c in unit else f"C_{c}{c}" for c in (a, b))
         lines.append(f"    s, weights = price_nodes(C_{a}{b}, {caa}, {cbb}, {n})")
-        body = _cse_body([integrand], _Printer(), "{0}")
-        body[-1] = body[-1].replace("    return ", "    total = total + jnp.sum(weights * (", 1)
-        lines += body[:-1] + [body[-1] + "), axis=-1)"]
+        lines += _cse_body([integrand], _Printer(), _WEIGHTED_SUM, target="total = total + ")
     return lines + ["    return total"]
 
 
@@ -189,14 +194,14 @@ def _gh_function(name: str, call) -> list[str]:
             f'    """E[{text}] by Gauss-Hermite quadrature, {n}^{r} nodes."""',
             f"    z, weights = gauss_hermite_fields(({args},), {r}, {n})",
         ]
-        return lines + _cse_body([body], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
+        return lines + _cse_body([body], _Printer(), _WEIGHTED_SUM)
     lines = [
         f"def {name}({args}):",
         f'    """E[{text}] by Gauss-Hermite quadrature, {n} nodes per dimension; kinks: '
         f'{plan.describe()}."""',
     ]
     variants = plan.variants()
-    for v, (split, last, _) in enumerate(variants):
+    for v, (split, last) in enumerate(variants):
         factors = [
             smoothed_kink(f, X) if a == last else f.xreplace({X: sp.Symbol(f"z[{a}]")})
             for a, f in enumerate(funcs)
@@ -205,9 +210,7 @@ def _gh_function(name: str, call) -> list[str]:
             f"    z, weights, ({MU.name}, {ELL.name}) = kinked_gauss_fields(({args},), {r}, {n}, "
             f"{tuple(split)}, {last})"
         )
-        body = _cse_body([sp.Mul(*factors)], _Printer(), "jnp.sum(weights * ({0}), axis=-1)")
-        body[-1] = body[-1].replace("    return ", f"    value{v} = ", 1)
-        lines += body
+        lines += _cse_body([sp.Mul(*factors)], _Printer(), _WEIGHTED_SUM, target=f"value{v} = ")
         if len(variants) > 1:  # spread of the closed-form field given the others, relative
             lines.append(f"    spread{v} = {ELL.name}[..., 0] / jnp.sqrt(C_{last}{last})")
     if len(variants) == 1:

@@ -528,6 +528,7 @@ MU, ELL = sp.Symbol("mu", real=True), sp.Symbol("ell", positive=True)
 """Conditional mean and standard deviation of the field a kinked factor is smoothed over."""
 
 
+@functools.lru_cache(maxsize=256)
 def kink_parts(f: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
     r"""``(s_0, s_1)`` with ``f = s_0(x) + s_1(x) \operatorname{sign}(x)`` and ``s_0``, ``s_1`` free
     of kinks, when ``f`` has kinks (``sign``, ``Heaviside``, ``Abs``, ``Max``/``Min`` with 0) at
@@ -547,6 +548,7 @@ def kink_parts(f: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
     return s0, s1
 
 
+@functools.lru_cache(maxsize=256)
 def smoothed_kink(f: sp.Expr, x: sp.Symbol) -> sp.Expr | None:
     r"""``E[f(\mu + \ell u)]`` for ``u ~ N(0, 1)`` in closed form, in the symbols :data:`MU` and
     :data:`ELL`, for ``f = s_0 + s_1 \operatorname{sign}`` with polynomial ``s_0``, ``s_1``
@@ -602,17 +604,12 @@ class KinkPlan:
     def active(self) -> bool:
         return bool(self.kinked)
 
-    def variants(self) -> list[tuple[tuple[int, ...], int | None, tuple[int, ...]]]:
-        """``(split, last, unsplit)`` for each choice of the closed-form slot."""
-        if len(self.kinked) <= 2:
-            return [(self.kinked, None, ())]
-        if not self.closed:
-            return [(self.kinked[:2], None, self.kinked[2:])]
-        out = []
-        for c in self.closed:
-            rest = tuple(s for s in self.kinked if s != c)
-            out.append((rest[:2], c, rest[2:]))
-        return out
+    def variants(self) -> list[tuple[tuple[int, ...], int | None]]:
+        """``(split, last)`` for each choice of the closed-form slot (further kinked slots are
+        left to the tensor rule)."""
+        if len(self.kinked) <= 2 or not self.closed:
+            return [(self.kinked[:2], None)]
+        return [(tuple(s for s in self.kinked if s != c)[:2], c) for c in self.closed]
 
     def describe(self) -> str:
         z = ", ".join(f"z_{s}" for s in self.kinked)

@@ -276,7 +276,10 @@ def price_nodes(cab, caa, cbb, n: int):
 @functools.lru_cache(maxsize=32)
 def gauss_hermite_grid(n: int, r: int, prune: float = 1e-13) -> tuple[np.ndarray, np.ndarray]:
     """Tensor-product Gauss--Hermite rule for ``N(0, I_r)``: nodes ``(P, r)`` and weights ``(P,)``
-    (normalised to sum 1; products of weights below ``prune`` are dropped)."""
+    (normalised to sum 1; products of weights below ``prune`` are dropped). ``r = 0`` gives the
+    one-point rule of no dimensions."""
+    if r == 0:
+        return np.zeros((1, 0)), np.ones(1)
     t, w = np.polynomial.hermite_e.hermegauss(n)
     w = w / w.sum()
     grids = np.meshgrid(*([t] * r), indexing="ij")
@@ -378,7 +381,7 @@ def radial_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
-    r"""Fields at the nodes of a rule that follows the kinks at 0 of some factors.
+    r"""Fields at the nodes of a rule that follows the kinks at 0 of one or two factors.
 
     The covariance (upper triangle ``entries``) is factorised in the order ``split``, the other
     slots, then ``last``. One split slot is the first Cholesky coordinate ``u_0`` (its kink is
@@ -394,6 +397,8 @@ def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
     Returns ``(z, weights, (mu, ell))``: ``z[s]`` for every slot but ``last`` (``None`` there),
     weights broadcastable against them (they depend on the covariance when wedges are used) and
     ``(None, None)`` without a ``last`` slot."""
+    if len(split) not in (1, 2):
+        raise ValueError(f"split must name one or two slots, got {split!r}")
     order = list(split) + [s for s in range(r) if s not in split and s != last]
     d = len(order)
     if last is not None:
@@ -401,6 +406,7 @@ def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
     C = _symmetric(trailing(entries), r)
     L = _cholesky([[C[a][b] for b in order] for a in order])
     m = n // 2 + 2  # half-range and radial nodes
+    # the rule of the split coordinates: nodes ``lead`` and weights ``wlead``, (..., Q)
     if len(split) == 2:
         rho, nu = radial_rule(m)
         tau, om = np.polynomial.legendre.leggauss(n // 4 + 2)
@@ -414,33 +420,28 @@ def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
         shape = jnp.shape(theta_c)[:-1] + tau.shape
         theta = jnp.concatenate([jnp.broadcast_to(t, shape) for t in thetas], -1)
         wtheta = jnp.concatenate([jnp.broadcast_to(w, shape) for w in widths], -1)
-        cos, sin = jnp.cos(theta), jnp.sin(theta)
-        u = [(rho[:, None] * cos[..., None, :]), (rho[:, None] * sin[..., None, :])]
-        u = [jnp.reshape(v, v.shape[:-2] + (-1,)) for v in u]
-        w2 = jnp.reshape(nu[:, None] * wtheta[..., None, :], wtheta.shape[:-1] + (-1,))
-        xi, wg = gauss_hermite_grid(n, d - 2) if d > 2 else (np.zeros((1, 0)), np.ones(1))
-        P = xi.shape[0]
-        u = [jnp.repeat(v, P, axis=-1) for v in u]
-        u += [jnp.tile(xi[:, t], u[0].shape[-1] // P) for t in range(d - 2)]
-        weights = jnp.repeat(w2, P, axis=-1) * jnp.tile(wg, w2.shape[-1])
+        polar = [
+            rho[:, None] * jnp.cos(theta)[..., None, :],
+            rho[:, None] * jnp.sin(theta)[..., None, :],
+        ]
+        lead = [jnp.reshape(v, v.shape[:-2] + (-1,)) for v in polar]
+        wlead = jnp.reshape(nu[:, None] * wtheta[..., None, :], wtheta.shape[:-1] + (-1,))
     else:
-        if split:
-            y, wy = half_range_rule(m)
-            first, wfirst = np.concatenate([y, -y]), np.concatenate([wy, wy])
-            xi, wg = gauss_hermite_grid(n, d - 1) if d > 1 else (np.zeros((1, 0)), np.ones(1))
-            nodes = np.concatenate(
-                [np.repeat(first, xi.shape[0])[:, None], np.tile(xi, (first.size, 1))], axis=1
-            )
-            weights = np.repeat(wfirst, wg.size) * np.tile(wg, first.size)
-        else:
-            nodes, weights = gauss_hermite_grid(n, d) if d else (np.zeros((1, 0)), np.ones(1))
-        u = [nodes[:, t] for t in range(d)]
+        y, wy = half_range_rule(m)
+        lead, wlead = [np.concatenate([y, -y])], np.concatenate([wy, wy])
+    # times the Gauss--Hermite rule of the other sampled coordinates
+    xi, wg = gauss_hermite_grid(n, d - len(split))
+    P, Q = xi.shape[0], wlead.shape[-1]
+    u = [jnp.repeat(v, P, axis=-1) for v in lead] + [
+        jnp.tile(xi[:, t], Q) for t in range(xi.shape[1])
+    ]
+    weights = jnp.repeat(wlead, P, axis=-1) * jnp.tile(wg, Q)
     z = [None] * r
     for a in range(d):
         z[order[a]] = sum(L[a][t] * u[t] for t in range(a + 1))
     if last is None:
         return z, weights, (None, None)
-    mu = sum(L[d][t] * u[t] for t in range(d)) if d else jnp.zeros_like(L[d][d])
+    mu = sum(L[d][t] * u[t] for t in range(d))
     ell = L[d][d]
     # ell -> 0 (the last field determined by the others): erf(mu/ell) -> sign, exp(-mu^2/ell^2)
     # -> 0; the floor keeps ell^2 a normal number, so mu = 0 gives 0/tiny, not 0/0
