@@ -7,9 +7,11 @@ orthonormal teacher), fixed second layer, lr = 0.2, output noise sigma = 0.1, t1
 200 log-spaced saves, default tolerances. (With sigma = 0 and a realisable ReLU teacher the
 student recovers the teacher exactly; near that point the ReLU closed forms are not Lipschitz
 (sqrt(1 - rho^2)) and the adaptive steps shrink -- see the README -- so the benchmark uses noise.)
-``--tanh`` adds tanh (Gauss-Hermite quadrature for every expectation) at K = 2; ``--relu-tanh``
-adds a ReLU student with a tanh teacher (kinks inside the quadrature: half-range rule, polar
-wedges, a closed-form third kink) at K = 2.
+``--tanh`` adds tanh at K = 2 twice: by default (the Kolmogorov scale mixture of erf, closed forms
+at the mixture nodes) and as ``tanh@gh`` with the mixture turned off (``mixture_nodes = 0``:
+tensor Gauss-Hermite quadrature, 20^4 nodes for the four-point terms); ``--relu-tanh`` adds a ReLU
+student with a tanh teacher at K = 2 (mixture closed forms, and for H H tanh tanh the kink-following
+quadrature: polar wedges).
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ import hildlimits as hl  # noqa: E402
 
 
 def problem(K: int, activation: str, seed: int = 0):
+    activation, _, path = activation.partition("@")
     student, _, teacher = activation.partition("/")
-    model = hl.Committee(K=K, M=K, activation=student, teacher_activation=teacher or None)
+    model = hl.Committee(
+        K=K,
+        M=K,
+        activation=student,
+        teacher_activation=teacher or None,
+        mixture_nodes=0 if path == "gh" else None,
+    )
     rng = np.random.default_rng(seed)
     N = 10_000
     W = rng.standard_normal((K, N)) * 0.5
@@ -74,7 +83,7 @@ def main() -> None:
         f"{'steps':>6} {'risk(t1)':>10} {'warm / erf':>10}"
     )
     for K in [int(k) for k in ns.Ks.split(",")]:
-        acts = ["erf", "relu"] + (["tanh"] if ns.tanh and K <= 2 else [])
+        acts = ["erf", "relu"] + (["tanh", "tanh@gh"] if ns.tanh and K <= 2 else [])
         acts += ["relu/tanh"] if ns.relu_tanh and K <= 2 else []
         base = None
         for act in acts:

@@ -1,11 +1,11 @@
 """Worked derivation: committees with other activations (ReLU, mismatched He3 teacher / erf
-student, sign teacher, tanh by quadrature, ReLU student / tanh teacher: kinks inside the
-quadrature).
+student, sign teacher, tanh and sigmoid by the Kolmogorov scale mixture of erf, ReLU student /
+tanh teacher: mixture closed forms and kinks inside the quadrature).
 
 Regenerates each variant from scratch (cache bypassed), writes it as Markdown with LaTeX next to
 this script, and checks every expectation of the system against Monte Carlo (4e5 samples, within
 5 standard errors) at a random covariance, whichever path the engine took for it (closed form,
-Price line integral, Gauss-Hermite quadrature).
+Price line integral, scale mixture, Gauss-Hermite quadrature).
 
 Run: python derivations/activations.py   (exit code 1 if a check fails)
 """
@@ -34,6 +34,7 @@ VARIANTS = [
     ("erf", "he3", False),
     ("relu", "sign", False),
     ("tanh", "tanh", False),
+    ("sigmoid", "sigmoid", False),
     ("relu", "tanh", False),
 ]
 

@@ -26,6 +26,7 @@ _RUNTIME_NAMES = (
     "least_determined",
     "overlap_matrix",
     "price_nodes",
+    "scale_mixture_nodes",
     "trailing",
 )
 _IMPORTS = (
@@ -103,6 +104,9 @@ class _Printer(JaxPrinter):
     def _print_GaussHermite(self, expr):
         return self._call(expr, "gh", lambda name: _gh_function(name, expr))
 
+    def _print_ScaleMixture(self, expr):
+        return self._call(expr, "mix", lambda name: _mixture_function(name, expr))
+
 
 def _print(expr: sp.Expr, printer: _Printer | None = None) -> str:
     return (printer or _Printer()).doprint(expr)
@@ -110,9 +114,10 @@ def _print(expr: sp.Expr, printer: _Printer | None = None) -> str:
 
 def _numerical_calls(exprs) -> list:
     """The numerical-expectation calls in ``exprs``; the ``n``-th is held in ``q{n}``."""
-    from ._gaussian import GaussHermite, PriceIntegral
+    from ._gaussian import GaussHermite, PriceIntegral, ScaleMixture
 
-    return sorted(set().union(*[e.atoms(PriceIntegral, GaussHermite) for e in exprs]), key=str)
+    calls = set().union(*[e.atoms(PriceIntegral, GaussHermite, ScaleMixture) for e in exprs])
+    return sorted(calls, key=str)
 
 
 def _cse_body(
@@ -218,6 +223,25 @@ def _gh_function(name: str, call) -> list[str]:
     values = ", ".join(f"value{v}" for v in range(len(variants)))
     spreads = ", ".join(f"spread{v}" for v in range(len(variants)))
     return lines + [f"    return least_determined(({values}), ({spreads}))"]
+
+
+def _mixture_function(name: str, call) -> list[str]:
+    from ._activations import X
+    from ._gaussian import covariance_symbols, mixture_expression, upper
+
+    funcs, n = call.args[0], int(call.args[1])
+    syms = upper(covariance_symbols(len(funcs)))
+    args = ", ".join(x.name for x in syms)
+    expr, betas, _ = mixture_expression(tuple(funcs), X)
+    text = " ".join(f"({sp.sstr(f)})(z_{a})" for a, f in enumerate(funcs))
+    lines = [
+        f"def {name}({args}):",
+        f'    """E[{text}] with tanh = E_K[erf(x/(sqrt(2) K))], K Kolmogorov: closed form at '
+        f'{n}^{len(betas)} mixture nodes."""',
+        f"    ({', '.join(b.name for b in betas)},), weights = scale_mixture_nodes({len(betas)}, {n})",
+        f"    {args}, = trailing(({args},))",
+    ]
+    return lines + _cse_body([expr], _Printer(), _WEIGHTED_SUM)
 
 
 def _shared_calls(entry) -> list[tuple[str, object, tuple[int, ...], tuple[tuple[int, ...], ...]]]:

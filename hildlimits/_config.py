@@ -3,7 +3,7 @@
 Schema (every key below is a public contract; unknown keys are errors)::
 
     [model]     K, M, activation, teacher_activation, train_second_layer, noise, weight_decay,
-                quadrature_nodes, line_nodes
+                quadrature_nodes, line_nodes, mixture_nodes
                 (kind = "committee" is the default; kind = "meanfield" has its own schema,
                 see hildlimits/_meanfield_config.py)
     [training]  lr, lr_second_layer
@@ -40,6 +40,7 @@ SCHEMA = {
         "weight_decay",
         "quadrature_nodes",
         "line_nodes",
+        "mixture_nodes",
     },
     "training": {"lr", "lr_second_layer"},
     "init": {"Q", "R", "T", "v", "v_teacher", "random"},
@@ -251,6 +252,7 @@ def config_from_dict(data: dict, *, source: str = "<dict>") -> Config:
         train_second_layer=m.get("train_second_layer", False),
         quadrature_nodes=m.get("quadrature_nodes"),
         line_nodes=m.get("line_nodes"),
+        mixture_nodes=m.get("mixture_nodes"),
     )
     hyper = Hyperparams(
         lr=tr["lr"],

@@ -20,7 +20,7 @@ import sympy as sp
 
 from . import _symbolic as S
 from ._activations import X, get_activation
-from ._gaussian import DEFAULT_LINE_NODES, gaussian_expectation
+from ._gaussian import DEFAULT_LINE_NODES, DEFAULT_MIXTURE_NODES, gaussian_expectation
 from ._model import Committee
 
 DEFAULT_GH_NODES = {1: 96, 2: 48, 3: 32, 4: 20}
@@ -319,11 +319,14 @@ def _func_label(factor: sp.Expr, fld: sp.Indexed) -> str:
 class _Builder:
     """Turns raw templates into :class:`Term` objects, sharing expectations between equations."""
 
-    def __init__(self, student, teacher, quadrature_nodes=None, line_nodes=None):
+    def __init__(
+        self, student, teacher, quadrature_nodes=None, line_nodes=None, mixture_nodes=None
+    ):
         self.acts = {S.g: sp.Lambda(X, student.expr), S.gs: sp.Lambda(X, teacher.expr)}
         self.expectations: dict[tuple, ExpectationEntry] = {}
         self.quadrature_nodes = quadrature_nodes
         self.line_nodes = line_nodes or DEFAULT_LINE_NODES
+        self.mixture_nodes = DEFAULT_MIXTURE_NODES if mixture_nodes is None else mixture_nodes
 
     def _slot(self, factor: sp.Expr):
         fld, kind = S.field_of(factor)
@@ -341,6 +344,7 @@ class _Builder:
                 X,
                 line_nodes=self.line_nodes,
                 quadrature_nodes=self.quadrature_nodes or DEFAULT_GH_NODES[len(funcs)],
+                mixture_nodes=self.mixture_nodes,
             )
             self.expectations[key] = ExpectationEntry(
                 name=f"E{len(self.expectations)}",
@@ -434,9 +438,10 @@ class _Builder:
 
 
 def _needs_merging(entry: ExpectationEntry) -> bool:
-    """Closed forms built from sign factors are singular where two same-kind slots coincide."""
+    """Closed forms built from sign factors (also those at the nodes of a scale mixture) are
+    singular where two same-kind slots coincide."""
     m = entry.method
-    return m.startswith("closed form") and ("sign" in m or "delta" in m)
+    return "closed form" in m and ("sign" in m or "delta" in m)
 
 
 def _partitions(kinds: tuple[str, ...]) -> list[tuple[int, ...]]:
@@ -504,6 +509,7 @@ def _derive_committee(
     train_second_layer: bool,
     quadrature_nodes: int | None = None,
     line_nodes: int | None = None,
+    mixture_nodes: int | None = None,
 ) -> ODESystem:
     student = get_activation(activation, student=True)
     teacher = get_activation(teacher_activation, field="teacher_activation")
@@ -522,7 +528,7 @@ def _derive_committee(
 
     rate_Q = S.rate(S.inner(w_new(i), w_new(k)) - S.Q[i, k])
     rate_R = S.rate(S.inner(w_new(i), S.Vec.ws(n)) - S.R[i, n])
-    b = _Builder(student, teacher, quadrature_nodes, line_nodes)
+    b = _Builder(student, teacher, quadrature_nodes, line_nodes, mixture_nodes)
     fS, fT = (i, S.STUDENT), (n, S.TEACHER)
     equations = [
         Equation(
@@ -543,6 +549,7 @@ def _derive_committee(
             "train_second_layer": train_second_layer,
             "quadrature_nodes": quadrature_nodes,
             "line_nodes": line_nodes,
+            "mixture_nodes": mixture_nodes,
         },
         equations=tuple(equations),
         observables=tuple(observables),
@@ -584,4 +591,5 @@ def _structure_args(model: Committee):
         model.train_second_layer,
         model.quadrature_nodes,
         model.line_nodes,
+        model.mixture_nodes,
     )

@@ -33,16 +33,20 @@ Nothing here knows any published integral: every closed form is *derived* from a
    under permutations of identical factors, which lets an index grid evaluate it once per
    distinct set of fields (``unique`` in :meth:`hildlimits._runtime.Grid.by_pattern`).
 
-Expectations that these rules cannot reduce raise :class:`NoClosedForm`; the derivation then uses
-Gauss--Hermite quadrature (:class:`GaussHermite`, evaluated in the generated code), whose nodes
-follow the kinks at 0 of its factors (:class:`KinkPlan`, :func:`smoothed_kink`).
+Expectations that these rules cannot reduce raise :class:`NoClosedForm`. The derivation then
+writes factors polynomial in ``tanh`` (``tanh``, ``sigmoid``, their derivatives) as Kolmogorov
+scale mixtures of ``erf`` and Gaussians, reduces the expectation given the mixture variables by
+the rules above and averages the closed form over a Gauss rule for the mixing law
+(:class:`ScaleMixture`, :func:`mixture_expression`); what remains goes to Gauss--Hermite
+quadrature (:class:`GaussHermite`, evaluated in the generated code), whose nodes follow the kinks
+at 0 of its factors (:class:`KinkPlan`, :func:`smoothed_kink`).
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sympy as sp
@@ -53,6 +57,7 @@ __all__ = [
     "GaussHermite",
     "NoClosedForm",
     "PriceIntegral",
+    "ScaleMixture",
     "canonical",
     "covariance_symbols",
     "gaussian_expectation",
@@ -90,10 +95,19 @@ class Expectation:
 
     @property
     def numerical(self) -> bool:
-        return bool(self.expr.atoms(PriceIntegral, GaussHermite))
+        return bool(self.expr.atoms(PriceIntegral, GaussHermite, ScaleMixture))
 
     @property
     def method(self) -> str:
+        mix = self.expr.atoms(ScaleMixture)
+        if mix:
+            (call,) = mix
+            n = int(call.args[1])
+            _, betas, rules = mixture_expression(tuple(call.args[0]), sp.Symbol("x", real=True))
+            return (
+                f"numerical: tanh as a Kolmogorov scale mixture of erf, {n}^{len(betas)} mixture "
+                f"nodes, each in closed form ({', '.join(rules)})"
+            )
         gh = self.expr.atoms(GaussHermite)
         if gh:
             (call,) = gh
@@ -143,7 +157,26 @@ class GaussHermite(sp.Function):
         return None
 
 
-SYMPY_LOCALS = {"PriceIntegral": PriceIntegral, "GaussHermite": GaussHermite}
+class ScaleMixture(sp.Function):
+    r"""``E[\prod_s f_s(z_s)]`` for factors polynomial in ``\tanh(c_s x)`` (``tanh``, ``sigmoid``,
+    their derivatives and powers), through the scale-mixture representation of the logistic
+    function (:func:`tanh_polynomial`, :func:`mixture_expression`): a closed form at each node
+    of a Gauss rule for the mixing law.
+
+    Arguments: ``(funcs, nodes, C_00, C_01, ...)`` as for :class:`GaussHermite`, with ``nodes``
+    the Gauss nodes per mixture variable.
+    """
+
+    @classmethod
+    def eval(cls, *args):
+        return None
+
+
+SYMPY_LOCALS = {
+    "PriceIntegral": PriceIntegral,
+    "GaussHermite": GaussHermite,
+    "ScaleMixture": ScaleMixture,
+}
 """Names :func:`sympy.sympify` needs to read ``srepr`` output of engine results."""
 
 
@@ -238,9 +271,11 @@ def _parse_factor(factor: sp.Expr, x: sp.Symbol, acc: dict) -> None:
     if isinstance(factor, (sp.erf, sp.sign, sp.DiracDelta)) and acc["kind"] is None:
         arg = sp.expand(factor.args[0])
         beta = sp.simplify(arg / x)
-        if not beta.has(x) and beta.is_number and beta != 0:
+        # a numerical scale, or (erf only) a positive symbol such as a scale-mixture node
+        scale_ok = beta.is_number or (isinstance(factor, sp.erf) and beta.is_positive)
+        if not beta.has(x) and scale_ok and beta != 0:
             if isinstance(factor, sp.erf):
-                if beta < 0:  # erf is odd
+                if beta.is_number and beta < 0:  # erf is odd
                     acc["coef"] *= -1
                     beta = -beta
                 acc["kind"], acc["beta"] = "erf", beta
@@ -638,6 +673,139 @@ def kink_plan(funcs: Sequence[sp.Expr], x: sp.Symbol) -> KinkPlan:
     return KinkPlan(kinked=kinked, closed=closed)
 
 
+# --------------------------------------------------------------------------- scale mixtures
+DEFAULT_MIXTURE_NODES = {1: 16, 2: 12, 3: 10, 4: 8}
+"""Nodes of the Kolmogorov scale-mixture rule per mixture variable, by the number of mixture
+variables of an expectation."""
+MAX_MIXTURE_VARIABLES = 4
+"""Beyond this many mixture variables (``n^d`` closed forms) Gauss--Hermite quadrature is used."""
+
+
+def _rational_exponent_gcd(values) -> sp.Expr | None:
+    r"""Largest ``g > 0`` with every value an integer multiple of ``g`` (values rational
+    multiples of one another: ``1/2`` and ``1``, ``\sqrt2`` and ``2\sqrt2``); else ``None``."""
+    values = [v for v in values if v != 0]
+    if not values:
+        return None
+    ratios = [sp.nsimplify(v / values[0]) for v in values]
+    if not all(r.is_Rational for r in ratios):
+        return None
+    out = sp.Integer(0)
+    for r in ratios:
+        out = sp.gcd(out, r)
+    return abs(values[0] * out)
+
+
+@functools.lru_cache(maxsize=256)
+def tanh_polynomial(f: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Poly] | None:
+    r"""``(c, P)`` with ``f(x) = P(\tanh(c x))``, ``P`` a polynomial whose coefficients are free
+    of exponentials linear in ``x`` (``x``-polynomials, Gaussians, ...), when there is one;
+    ``None`` otherwise.
+
+    Hyperbolic functions are rewritten as exponentials ``e^{k x}``; with ``w = e^{\kappa x}``
+    (``\kappa`` the gcd of the ``k``) ``f`` is a rational function of ``w``; if it is one of
+    ``E = w^p = e^{2 c x}`` (``p`` the gcd of the exponents), ``E = (1 + t)/(1 - t)`` with
+    ``t = \tanh(c x)`` turns it into a rational function of ``t``, accepted when polynomial.
+    This finds ``tanh``, ``sech^2 = 1 - \tanh^2`` and the logistic function
+    ``1/(1 + e^{-x}) = (1 + \tanh(x/2))/2`` in whatever form SymPy simplified them to."""
+    g = sp.sympify(f).rewrite(sp.exp)
+
+    def scale(e):  # real k for exp(k x), else None
+        k = sp.simplify(e.args[0] / x)
+        return k if not k.has(x) and k.is_number and k.is_real else None
+
+    linear = [e for e in g.atoms(sp.exp) if scale(e) is not None]
+    kappa = _rational_exponent_gcd([scale(e) for e in linear])
+    if kappa is None:
+        return None
+    w, t = sp.Dummy("w", positive=True), sp.Dummy("t", real=True)
+    h = g.xreplace({e: w ** int(sp.nsimplify(scale(e) / kappa)) for e in linear})
+    num, den = sp.fraction(sp.cancel(sp.together(h)))
+    if not (num.is_polynomial(w) and den.is_polynomial(w)):
+        return None
+    num, den = sp.Poly(num, w), sp.Poly(den, w)
+    p = int(_rational_exponent_gcd([sp.Integer(m[0]) for m in num.monoms() + den.monoms()]) or 0)
+    if p == 0:
+        return None
+
+    def in_t(poly):  # sum a_j w^(p j) with w^p = E = (1 + t)/(1 - t)
+        return sum((c * ((1 + t) / (1 - t)) ** (m[0] // p) for m, c in poly.terms()), sp.Integer(0))
+
+    r = sp.cancel(in_t(num) / in_t(den))
+    rn, rd = sp.fraction(r)
+    if rd.has(t) or not rn.is_polynomial(t):
+        return None
+    return kappa * p / 2, sp.Poly(sp.expand(rn / rd), t)
+
+
+def _mixture_factor(f: sp.Expr, x: sp.Symbol, slot: int) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
+    r"""``f`` with every power of ``t = \tanh(c x)`` written through ``t^2 = 1 - s`` (``s =
+    \operatorname{sech}^2(c x)``) as a sum of ``t^a s^b`` (``a \le 1``), and each such monomial
+    replaced by its scale-mixture integrand ``\prod_{j<a} \operatorname{erf}(\beta_j c x)
+    \prod_{a \le j < a+b} (2\beta_j/\sqrt\pi) e^{-\beta_j^2 c^2 x^2}`` (``\tanh(y) =
+    E_K[\operatorname{erf}(\beta y)]``, ``\operatorname{sech}^2(y) = E_K[(2\beta/\sqrt\pi)
+    e^{-\beta^2 y^2}]``, ``\beta = 1/(\sqrt2 K)``, independent ``K`` per factor). Returns the
+    integrand and its mixture symbols (none when ``f`` is not polynomial in a ``tanh``)."""
+    found = tanh_polynomial(f, x)
+    if found is None:
+        return f, ()
+    c, P = found
+    t, s = P.gens[0], sp.Dummy("s")
+    reduced = sp.Poly(
+        sp.expand(sum(cf * t ** (j % 2) * (1 - s) ** (j // 2) for (j,), cf in P.terms())), t, s
+    )
+    width = max(a + b for a, b in reduced.monoms())
+    betas = tuple(sp.Symbol(f"beta_{slot}_{j}", positive=True) for j in range(width))
+    out = sp.Integer(0)
+    for (a, b), cf in reduced.terms():
+        term = cf * sp.Mul(*[sp.erf(betas[j] * c * x) for j in range(a)])
+        term *= sp.Mul(
+            *[
+                2 * betas[j] / sp.sqrt(sp.pi) * sp.exp(-(betas[j] ** 2) * c**2 * x**2)
+                for j in range(a, a + b)
+            ]
+        )
+        out += term
+    return out, betas
+
+
+@functools.lru_cache(maxsize=256)
+def mixture_expression(
+    funcs: tuple[sp.Expr, ...], x: sp.Symbol
+) -> tuple[sp.Expr, tuple[sp.Symbol, ...], tuple[str, ...]]:
+    r"""Closed-form integrand of a :class:`ScaleMixture`: ``E[\prod_s f_s(z_s)]`` given the
+    mixture variables, in the covariance symbols ``C_ab`` and the symbols ``\beta`` returned
+    with it (and the rules used); the expectation is its mean over independent
+    ``\beta = 1/(\sqrt2 K)``, ``K`` Kolmogorov distributed (Andrews & Mallows 1974: the logistic
+    law is a normal scale mixture, so ``\tanh(y) = E_K[\operatorname{erf}(y/(\sqrt2 K))]``).
+
+    Raises :class:`NoClosedForm` when no factor is polynomial in a ``tanh``, there are more than
+    :data:`MAX_MIXTURE_VARIABLES` mixture variables, or the rules cannot reduce the integrand
+    (four odd factors, kinks beside them)."""
+    parts = [_mixture_factor(f, x, s) for s, f in enumerate(funcs)]
+    betas = tuple(b for _, bs in parts for b in bs)
+    if not betas:
+        raise NoClosedForm("no factor is a polynomial in tanh")
+    if len(betas) > MAX_MIXTURE_VARIABLES:
+        raise NoClosedForm(f"{len(betas)} scale-mixture variables")
+    cov = covariance_symbols(len(funcs))
+    expr, rules = _gaussian_expectation_cached(tuple(f for f, _ in parts), x, cov, ())
+    return expr, betas, rules
+
+
+def _mixture_call(funcs, x, cov, nodes) -> sp.Expr | None:
+    """The :class:`ScaleMixture` call for ``funcs``, or ``None`` where it does not apply."""
+    try:
+        _, betas, _ = mixture_expression(funcs, x)
+    except NoClosedForm:
+        return None
+    m = nodes if isinstance(nodes, int) else dict(nodes).get(len(betas))
+    if not m:
+        return None
+    g = sp.Symbol("x", real=True)
+    return ScaleMixture(sp.Tuple(*[f.xreplace({x: g}) for f in funcs]), sp.Integer(m), *upper(cov))
+
+
 # --------------------------------------------------------------------------- public entry
 @functools.lru_cache(maxsize=1024)
 def _gaussian_expectation_cached(
@@ -658,6 +826,7 @@ def gaussian_expectation(
     cov: sp.Matrix | None = None,
     line_nodes: int | None = None,
     quadrature_nodes: int | None = None,
+    mixture_nodes: int | Mapping[int, int] | None = None,
 ) -> Expectation:
     r"""``E[\prod_s f_s(z_s)]`` for ``z ~ N(0, cov)``: closed form where the rules reach one.
 
@@ -670,6 +839,11 @@ def gaussian_expectation(
             four odd factors, with this many Gauss--Legendre nodes (default: not allowed).
         quadrature_nodes: if the rules fail, return a :class:`GaussHermite` call with this many
             nodes per dimension instead of raising (default: raise).
+        mixture_nodes: if the rules fail and the factors are polynomials in ``tanh`` (``tanh``,
+            ``sigmoid``, their derivatives), first try a :class:`ScaleMixture` call with this
+            many nodes per mixture variable, or ``mixture_nodes[d]`` for ``d`` mixture variables
+            (a mapping such as :data:`DEFAULT_MIXTURE_NODES`; a missing ``d`` skips the path);
+            default: not tried.
 
     Returns:
         :class:`Expectation` with the expression, the covariance used and the rules applied.
@@ -692,6 +866,10 @@ def gaussian_expectation(
     try:
         expr, rules = _gaussian_expectation_cached(funcs, x, cov, opts)
     except NoClosedForm:
+        if mixture_nodes:
+            call = _mixture_call(funcs, x, cov, mixture_nodes)
+            if call is not None:
+                return Expectation(expr=call, cov=cov, rules=("scale mixture",))
         if not quadrature_nodes:
             raise
         g = sp.Symbol("x", real=True)

@@ -59,6 +59,10 @@ class Committee:
             form (default: 96, 48, 32, 20 for 1, 2, 3, 4 fields).
         line_nodes: Gauss--Legendre nodes of the one-dimensional Price line integral used for
             products of four odd factors such as ReLU's four-point terms (default 12).
+        mixture_nodes: nodes per mixture variable of the Kolmogorov scale-mixture rule used for
+            expectations of factors polynomial in ``tanh`` (``tanh``, ``sigmoid``, their
+            derivatives; default: 16, 12, 10, 8 for 1, 2, 3, 4 mixture variables, Gauss--Hermite
+            beyond four); ``0`` turns the path off (Gauss--Hermite quadrature instead).
 
     Example:
         >>> Committee(K=2, M=2, activation="erf").teacher_activation
@@ -72,6 +76,7 @@ class Committee:
     train_second_layer: bool = False
     quadrature_nodes: int | None = None
     line_nodes: int | None = None
+    mixture_nodes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "K", _positive_int("K", self.K))
@@ -79,6 +84,13 @@ class Committee:
         for name in ("quadrature_nodes", "line_nodes"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _positive_int(f"model.{name}", getattr(self, name)))
+        if self.mixture_nodes is not None:
+            value = self.mixture_nodes
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ConfigError(
+                    f"model.mixture_nodes must be a non-negative integer (0: off), got {value!r}"
+                )
+            object.__setattr__(self, "mixture_nodes", int(value))
         get_activation(self.activation, field="activation", student=True)
         if self.teacher_activation is None:
             object.__setattr__(self, "teacher_activation", self.activation)
@@ -95,6 +107,7 @@ class Committee:
             "train_second_layer": self.train_second_layer,
             "quadrature_nodes": self.quadrature_nodes,
             "line_nodes": self.line_nodes,
+            "mixture_nodes": self.mixture_nodes,
         }
 
 

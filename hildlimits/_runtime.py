@@ -380,6 +380,36 @@ def radial_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+@functools.lru_cache(maxsize=32)
+def kolmogorov_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Gauss rule for the Kolmogorov distribution (the law of the supremum of a Brownian bridge,
+    density ``8k \sum_{j \ge 1} (-1)^{j-1} j^2 e^{-2 j^2 k^2}``), from its moments
+    ``E[K^p] = \Gamma(p/2 + 1)\, 2^{1 - p/2} \eta(p)`` (``\eta`` the Dirichlet eta function,
+    ``\eta(0) = 1/2``); weights sum to 1. It is the mixing law of the logistic distribution as a
+    normal scale mixture: ``\tanh(y) = E_K[\operatorname{erf}(y/(\sqrt2 K))]``."""
+    import mpmath
+
+    def moment(p):
+        p = mpmath.mpf(p)
+        return mpmath.gamma(p / 2 + 1) * mpmath.mpf(2) ** (1 - p / 2) * mpmath.altzeta(p)
+
+    return _gauss_rule(moment, n)
+
+
+@functools.lru_cache(maxsize=32)
+def scale_mixture_nodes(d: int, n: int, prune: float = 1e-15):
+    r"""Tensor-product rule over ``d`` independent mixture variables ``\beta = 1/(\sqrt2 K)``,
+    ``K`` Kolmogorov distributed (:func:`kolmogorov_rule`, ``n`` nodes each): ``(betas,
+    weights)`` with ``betas`` a tuple of ``d`` arrays ``(P,)`` and weights ``(P,)`` summing to 1
+    (products of weights below ``prune`` dropped)."""
+    k, w = kolmogorov_rule(n)
+    beta = 1 / (math.sqrt(2) * k)
+    grids = np.meshgrid(*([beta] * d), indexing="ij")
+    weights = np.prod(np.meshgrid(*([w] * d), indexing="ij"), axis=0).ravel()
+    keep = weights > prune
+    return tuple(g.ravel()[keep] for g in grids), weights[keep]
+
+
 def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
     r"""Fields at the nodes of a rule that follows the kinks at 0 of one or two factors.
 
