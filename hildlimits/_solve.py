@@ -207,7 +207,11 @@ def _build(
     event = diffrax.Event((diverged, stationary) if steady else diverged)
 
     def run(y0, args, ts, rtol, atol):
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        # A step below MIN_STEP_FRACTION of the time span makes no progress in float64: stop
+        # there (a non-finite right-hand side makes every step fail, which would otherwise run
+        # through max_steps rejected steps).
+        dtmin = MIN_STEP_FRACTION * jnp.maximum(jnp.abs(ts[-1] - ts[0]), 1.0)
+        controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=False)
         if (
             schedule and args["_sched_edges"].shape[0] > 0
         ):  # static: a constant schedule has no jumps
@@ -344,6 +348,10 @@ def solve(
     return _trajectory(system, init, hyper, out, float(ts[-1]), max_steps)
 
 
+MIN_STEP_FRACTION = 1e-13
+"""Smallest step, relative to the time span, before a solve stops as failed."""
+
+
 def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, schedule=False):
     """Jitted solve function for these static options, cached on the system."""
     key = ("solve", K, M, n_save, solver, max_steps, steady, batched, schedule)
@@ -398,7 +406,9 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
         )
     if not (bool(out["ok"]) or bool(out["event"])):
         raise SolveError(
-            f"the solver failed at t={t_stop:.6g} (step size collapsed); the dynamics may be stiff or diverging"
+            f"the solver failed at t={t_stop:.6g}: the step size collapsed below "
+            f"{MIN_STEP_FRACTION:g} of the time span (a right-hand side that is not finite, or "
+            "dynamics too stiff for the solver)"
         )
     status = status_of(out)
     keep = ts[:-1] < t_stop if status != "ok" else np.ones(len(ts) - 1, bool)

@@ -84,6 +84,31 @@ def test_divergence_is_detected_with_its_time():
     assert np.all(traj.t[:-1] < traj.t_stop)
 
 
+def test_non_finite_right_hand_side_fails_fast_with_its_time():
+    # A right-hand side that turns NaN at t >= 2 while the state stays finite (what a broken
+    # closed form at a coincidence of units looked like): every step from there on is rejected.
+    # The solve stops at t ~ 2 with the step-collapse error instead of running through max_steps
+    # rejected steps.
+    import dataclasses
+    import types
+
+    import jax.numpy as jnp
+
+    model = hl.Committee(K=1, M=1, activation="linear")
+    shared = hl.derive(model, cache=False)
+    good = shared.module
+    system = dataclasses.replace(shared, _jax={})  # a copy: the derived system is shared
+
+    def vector_field(t, y, args):
+        out = good.vector_field(t, y, args)
+        return {k: jnp.where(t >= 2.0, jnp.nan, v) for k, v in out.items()}
+
+    system._jax["module"] = types.SimpleNamespace(vector_field=vector_field, risk=good.risk)
+    init = hl.Overlaps.for_model(model, Q=[[0.3]], R=[[0.05]], T=[[1.0]])
+    with pytest.raises(hl.SolveError, match=r"failed at t=(1\.9|2)\S*: the step size collapsed"):
+        hl.solve(system, init=init, hyper=hl.Hyperparams(lr=0.4), t1=10.0, max_steps=100_000)
+
+
 def test_steady_state_stop_and_trajectory_is_immutable():
     model = hl.Committee(K=1, M=1, activation="linear")
     init = hl.Overlaps.for_model(model, Q=[[0.3]], R=[[0.05]], T=[[1.0]])
