@@ -10,8 +10,8 @@ student recovers the teacher exactly; near that point the ReLU closed forms are 
 ``--tanh`` adds tanh at K = 2 twice: by default (the Kolmogorov scale mixture of erf, closed forms
 at the mixture nodes) and as ``tanh@gh`` with the mixture turned off (``mixture_nodes = 0``:
 tensor Gauss-Hermite quadrature, 20^4 nodes for the four-point terms); ``--relu-tanh`` adds a ReLU
-student with a tanh teacher at K = 2 (mixture closed forms, and for H H tanh tanh the kink-following
-quadrature: polar wedges).
+student with a tanh teacher at K = 2 (mixture closed forms; for H H tanh tanh a Price line
+integral at each mixture node).
 """
 
 from __future__ import annotations

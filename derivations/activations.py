@@ -1,6 +1,6 @@
 """Worked derivation: committees with other activations (ReLU, mismatched He3 teacher / erf
 student, sign teacher, tanh and sigmoid by the Kolmogorov scale mixture of erf, ReLU student /
-tanh teacher: mixture closed forms and kinks inside the quadrature).
+tanh teacher: mixture closed forms, and a Price line integral at each mixture node).
 
 Regenerates each variant from scratch (cache bypassed), writes it as Markdown with LaTeX next to
 this script, and checks every expectation of the system against Monte Carlo (4e5 samples, within

@@ -82,30 +82,34 @@ class _Printer(JaxPrinter):
         """Name of the generated function of a numerical expectation (one per distinct
         functions/nodes; defined on first use) and the number of leading non-covariance
         arguments."""
-        skip = 3 if kind == "price" else 2
+        skip = 3 if kind in ("price", "mix") else 2
         key = kind + sp.srepr(expr.args[:skip])
         if key not in self.primitives:
             name = f"{kind}{len(self.primitives)}"
             self.primitives[key] = (name, definer(name))
         return self.primitives[key][0], skip
 
-    def _call(self, expr, kind: str, definer) -> str:
-        """Call of the generated function; its arguments are the covariance entries."""
+    def _call(self, expr, kind: str, definer, extra=()) -> str:
+        """Call of the generated function; its arguments are the covariance entries (then
+        ``extra``)."""
         name, skip = self._define(expr, kind, definer)
-        return f"{name}({', '.join(self._print(a) for a in expr.args[skip:])})"
+        return f"{name}({', '.join(self._print(a) for a in [*expr.args[skip:], *extra])})"
 
     def primitive_name(self, call) -> str:
         """Name of the generated function of a Price-integral call."""
         return self._define(call, "price", lambda name: _price_function(name, call))[0]
 
     def _print_PriceIntegral(self, expr):
-        return self._call(expr, "price", lambda name: _price_function(name, expr))
+        # erf scales that are scale-mixture symbols are passed in (arrays over the mixture nodes)
+        return self._call(
+            expr, "price", lambda name: _price_function(name, expr), _mixture_symbols(expr)
+        )
 
     def _print_GaussHermite(self, expr):
         return self._call(expr, "gh", lambda name: _gh_function(name, expr))
 
     def _print_ScaleMixture(self, expr):
-        return self._call(expr, "mix", lambda name: _mixture_function(name, expr))
+        return self._call(expr, "mix", lambda name: _mixture_function(name, expr, self))
 
 
 def _print(expr: sp.Expr, printer: _Printer | None = None) -> str:
@@ -144,6 +148,11 @@ _WEIGHTED_SUM = "jnp.sum(weights * ({0}), axis=-1)"
 """Quadrature of an integrand over the trailing node axis."""
 
 
+def _mixture_symbols(call) -> list[sp.Symbol]:
+    """Free symbols of a Price-integral call's erf scales (scale-mixture variables), by name."""
+    return sorted(set().union(*[b.free_symbols for b in call.args[1]]), key=lambda b: b.name)
+
+
 def _price_function(name: str, call) -> list[str]:
     from ._gaussian import price_integrand
 
@@ -151,7 +160,7 @@ def _price_function(name: str, call) -> list[str]:
     terms, syms = price_integrand(call, s)
     n = int(call.args[2])
     kinds = ", ".join(str(k) for k in call.args[0])
-    names = ", ".join(x.name for x in syms)
+    names = ", ".join(x.name for x in [*syms, *_mixture_symbols(call)])
     lines = [
         f"def {name}({names}):",
         f'    """E[u_0 u_1 u_2 u_3], u = ({kinds}), by the Price line integral '
@@ -225,14 +234,16 @@ def _gh_function(name: str, call) -> list[str]:
     return lines + [f"    return least_determined(({values}), ({spreads}))"]
 
 
-def _mixture_function(name: str, call) -> list[str]:
+def _mixture_function(name: str, call, printer: _Printer) -> list[str]:
+    """Source of a scale-mixture expectation; a Price line integral inside it is defined among
+    ``printer``'s functions."""
     from ._activations import X
     from ._gaussian import covariance_symbols, mixture_expression, upper
 
     funcs, n = call.args[0], int(call.args[1])
     syms = upper(covariance_symbols(len(funcs)))
     args = ", ".join(x.name for x in syms)
-    expr, betas, _ = mixture_expression(tuple(funcs), X)
+    expr, betas, _ = mixture_expression(tuple(funcs), X, int(call.args[2]))
     text = " ".join(f"({sp.sstr(f)})(z_{a})" for a, f in enumerate(funcs))
     lines = [
         f"def {name}({args}):",
@@ -241,7 +252,7 @@ def _mixture_function(name: str, call) -> list[str]:
         f"    ({', '.join(b.name for b in betas)},), weights = scale_mixture_nodes({len(betas)}, {n})",
         f"    {args}, = trailing(({args},))",
     ]
-    return lines + _cse_body([expr], _Printer(), _WEIGHTED_SUM)
+    return lines + _cse_body([expr], _Printer(printer.primitives), _WEIGHTED_SUM)
 
 
 def _shared_calls(entry) -> list[tuple[str, object, tuple[int, ...], tuple[tuple[int, ...], ...]]]:

@@ -103,11 +103,17 @@ class Expectation:
         if mix:
             (call,) = mix
             n = int(call.args[1])
-            _, betas, rules = mixture_expression(tuple(call.args[0]), sp.Symbol("x", real=True))
-            return (
-                f"numerical: tanh as a Kolmogorov scale mixture of erf, {n}^{len(betas)} mixture "
-                f"nodes, each in closed form ({', '.join(rules)})"
+            _, betas, rules = mixture_expression(
+                tuple(call.args[0]), sp.Symbol("x", real=True), int(call.args[2])
             )
+            closed = ", ".join(r for r in rules if r != "Price line integral")
+            text = (
+                f"numerical: tanh as a Kolmogorov scale mixture of erf, {n}^{len(betas)} mixture "
+                f"nodes, each in closed form ({closed})"
+            )
+            if "Price line integral" in rules:
+                text += f" + numerical Price line integral ({int(call.args[2])} nodes)"
+            return text
         gh = self.expr.atoms(GaussHermite)
         if gh:
             (call,) = gh
@@ -163,8 +169,9 @@ class ScaleMixture(sp.Function):
     function (:func:`tanh_polynomial`, :func:`mixture_expression`): a closed form at each node
     of a Gauss rule for the mixing law.
 
-    Arguments: ``(funcs, nodes, C_00, C_01, ...)`` as for :class:`GaussHermite`, with ``nodes``
-    the Gauss nodes per mixture variable.
+    Arguments: ``(funcs, nodes, line_nodes, C_00, C_01, ...)``: as for :class:`GaussHermite`,
+    with ``nodes`` the Gauss nodes per mixture variable and ``line_nodes`` those of a
+    :class:`PriceIntegral` at each mixture node (four odd factors; ``0``: not allowed).
     """
 
     @classmethod
@@ -771,7 +778,7 @@ def _mixture_factor(f: sp.Expr, x: sp.Symbol, slot: int) -> tuple[sp.Expr, tuple
 
 @functools.lru_cache(maxsize=256)
 def mixture_expression(
-    funcs: tuple[sp.Expr, ...], x: sp.Symbol
+    funcs: tuple[sp.Expr, ...], x: sp.Symbol, line_nodes: int = 0
 ) -> tuple[sp.Expr, tuple[sp.Symbol, ...], tuple[str, ...]]:
     r"""Closed-form integrand of a :class:`ScaleMixture`: ``E[\prod_s f_s(z_s)]`` given the
     mixture variables, in the covariance symbols ``C_ab`` and the symbols ``\beta`` returned
@@ -779,9 +786,11 @@ def mixture_expression(
     ``\beta = 1/(\sqrt2 K)``, ``K`` Kolmogorov distributed (Andrews & Mallows 1974: the logistic
     law is a normal scale mixture, so ``\tanh(y) = E_K[\operatorname{erf}(y/(\sqrt2 K))]``).
 
+    With ``line_nodes``, four odd factors (``sign sign erf erf`` from ``H H tanh tanh``) become a
+    :class:`PriceIntegral` whose erf scales are mixture symbols.
+
     Raises :class:`NoClosedForm` when no factor is polynomial in a ``tanh``, there are more than
-    :data:`MAX_MIXTURE_VARIABLES` mixture variables, or the rules cannot reduce the integrand
-    (four odd factors, kinks beside them)."""
+    :data:`MAX_MIXTURE_VARIABLES` mixture variables, or the rules cannot reduce the integrand."""
     parts = [_mixture_factor(f, x, s) for s, f in enumerate(funcs)]
     betas = tuple(b for _, bs in parts for b in bs)
     if not betas:
@@ -789,21 +798,28 @@ def mixture_expression(
     if len(betas) > MAX_MIXTURE_VARIABLES:
         raise NoClosedForm(f"{len(betas)} scale-mixture variables")
     cov = covariance_symbols(len(funcs))
-    expr, rules = _gaussian_expectation_cached(tuple(f for f, _ in parts), x, cov, ())
+    opts = (("line_nodes", line_nodes),) if line_nodes else ()
+    expr, rules = _gaussian_expectation_cached(tuple(f for f, _ in parts), x, cov, opts)
     return expr, betas, rules
 
 
-def _mixture_call(funcs, x, cov, nodes) -> sp.Expr | None:
+def _mixture_call(funcs, x, cov, nodes, line_nodes) -> sp.Expr | None:
     """The :class:`ScaleMixture` call for ``funcs``, or ``None`` where it does not apply."""
+    line_nodes = line_nodes or 0
     try:
-        _, betas, _ = mixture_expression(funcs, x)
+        _, betas, _ = mixture_expression(funcs, x, line_nodes)
     except NoClosedForm:
         return None
     m = nodes if isinstance(nodes, int) else dict(nodes).get(len(betas))
     if not m:
         return None
     g = sp.Symbol("x", real=True)
-    return ScaleMixture(sp.Tuple(*[f.xreplace({x: g}) for f in funcs]), sp.Integer(m), *upper(cov))
+    return ScaleMixture(
+        sp.Tuple(*[f.xreplace({x: g}) for f in funcs]),
+        sp.Integer(m),
+        sp.Integer(line_nodes),
+        *upper(cov),
+    )
 
 
 # --------------------------------------------------------------------------- public entry
@@ -867,7 +883,7 @@ def gaussian_expectation(
         expr, rules = _gaussian_expectation_cached(funcs, x, cov, opts)
     except NoClosedForm:
         if mixture_nodes:
-            call = _mixture_call(funcs, x, cov, mixture_nodes)
+            call = _mixture_call(funcs, x, cov, mixture_nodes, line_nodes)
             if call is not None:
                 return Expectation(expr=call, cov=cov, rules=("scale mixture",))
         if not quadrature_nodes:
