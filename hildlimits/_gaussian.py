@@ -721,12 +721,12 @@ def tanh_polynomial(f: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Poly] | None:
         k = sp.simplify(e.args[0] / x)
         return k if not k.has(x) and k.is_number and k.is_real else None
 
-    linear = [e for e in g.atoms(sp.exp) if scale(e) is not None]
-    kappa = _rational_exponent_gcd([scale(e) for e in linear])
+    linear = {e: k for e in g.atoms(sp.exp) if (k := scale(e)) is not None}
+    kappa = _rational_exponent_gcd(list(linear.values()))
     if kappa is None:
         return None
     w, t = sp.Dummy("w", positive=True), sp.Dummy("t", real=True)
-    h = g.xreplace({e: w ** int(sp.nsimplify(scale(e) / kappa)) for e in linear})
+    h = g.xreplace({e: w ** int(sp.nsimplify(k / kappa)) for e, k in linear.items()})
     num, den = sp.fraction(sp.cancel(sp.together(h)))
     if not (num.is_polynomial(w) and den.is_polynomial(w)):
         return None

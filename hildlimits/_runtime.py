@@ -273,20 +273,26 @@ def price_nodes(cab, caa, cbb, n: int):
     return s, ws
 
 
-@functools.lru_cache(maxsize=32)
-def gauss_hermite_grid(n: int, r: int, prune: float = 1e-13) -> tuple[np.ndarray, np.ndarray]:
-    """Tensor-product Gauss--Hermite rule for ``N(0, I_r)``: nodes ``(P, r)`` and weights ``(P,)``
-    (normalised to sum 1; products of weights below ``prune`` are dropped). ``r = 0`` gives the
-    one-point rule of no dimensions."""
+def _tensor_rule(t, w, r: int, prune: float) -> tuple[np.ndarray, np.ndarray]:
+    """``r``-fold tensor product of the one-dimensional rule ``(t, w)``: nodes ``(P, r)`` and
+    weights ``(P,)``, products of weights below ``prune`` dropped; ``r = 0`` gives the one-point
+    rule of no dimensions."""
     if r == 0:
         return np.zeros((1, 0)), np.ones(1)
-    t, w = np.polynomial.hermite_e.hermegauss(n)
-    w = w / w.sum()
     grids = np.meshgrid(*([t] * r), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=-1)
     weights = np.prod(np.meshgrid(*([w] * r), indexing="ij"), axis=0).ravel()
     keep = weights > prune
     return nodes[keep], weights[keep]
+
+
+@functools.lru_cache(maxsize=32)
+def gauss_hermite_grid(n: int, r: int, prune: float = 1e-13) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor-product Gauss--Hermite rule for ``N(0, I_r)``: nodes ``(P, r)`` and weights ``(P,)``
+    (normalised to sum 1; products of weights below ``prune`` are dropped). ``r = 0`` gives the
+    one-point rule of no dimensions."""
+    t, w = np.polynomial.hermite_e.hermegauss(n)
+    return _tensor_rule(t, w / w.sum(), r, prune)
 
 
 def trailing(entries):
@@ -403,11 +409,8 @@ def scale_mixture_nodes(d: int, n: int, prune: float = 1e-15):
     weights)`` with ``betas`` a tuple of ``d`` arrays ``(P,)`` and weights ``(P,)`` summing to 1
     (products of weights below ``prune`` dropped)."""
     k, w = kolmogorov_rule(n)
-    beta = 1 / (math.sqrt(2) * k)
-    grids = np.meshgrid(*([beta] * d), indexing="ij")
-    weights = np.prod(np.meshgrid(*([w] * d), indexing="ij"), axis=0).ravel()
-    keep = weights > prune
-    return tuple(g.ravel()[keep] for g in grids), weights[keep]
+    nodes, weights = _tensor_rule(1 / (math.sqrt(2) * k), w, d, prune)
+    return tuple(nodes[:, j] for j in range(d)), weights
 
 
 def kinked_gauss_fields(entries, r: int, n: int, split: tuple[int, ...], last):
