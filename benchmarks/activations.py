@@ -1,6 +1,6 @@
 """Warm solve time of ReLU (closed forms + the numerical Price line integral for the four-point
 terms) against erf at the same K.
-Run: python benchmarks/activations.py [--Ks 2,8] [--tanh] [--relu-tanh]
+Run: python benchmarks/activations.py [--Ks 2,8] [--tanh] [--relu-tanh] [--per-rhs]
 
 Same problem for every activation: K = M, random initial overlaps (student weights of norm 0.5,
 orthonormal teacher), fixed second layer, lr = 0.2, output noise sigma = 0.1, t1 = 1000,
@@ -11,7 +11,10 @@ student recovers the teacher exactly; near that point the ReLU closed forms are 
 at the mixture nodes) and as ``tanh@gh`` with the mixture turned off (``mixture_nodes = 0``:
 tensor Gauss-Hermite quadrature, 20^4 nodes for the four-point terms); ``--relu-tanh`` adds a ReLU
 student with a tanh teacher at K = 2 (mixture closed forms; for H H tanh tanh a Price line
-integral at each mixture node).
+integral at each mixture node). ``--per-rhs`` adds the cost of one right-hand side (200 chained
+evaluations in one jitted loop) for erf and relu, and for relu with every Price line integral
+replaced by 0 (the closed forms alone): that, times the ReLU solve's steps, is a floor for the
+warm ReLU solve that no faster four-point method can go below (``floor / erf``).
 """
 
 from __future__ import annotations
@@ -71,12 +74,47 @@ def time_solve(K: int, activation: str, repeats: int) -> dict:
     }
 
 
+def per_rhs(K: int, activation: str, drop_price: bool = False, n: int = 200) -> float:
+    """Seconds per evaluation of the generated right-hand side (a fresh copy of the module; with
+    ``drop_price`` every Price line integral returns 0)."""
+    import jax.numpy as jnp
+
+    from hildlimits._solve import problem as solve_problem
+
+    model, init = problem(K, activation)
+    system = hl.derive(model)
+    namespace: dict = {}
+    exec(compile(system.source, f"<{activation} K={K}>", "exec"), namespace)
+    if drop_price:
+        for name in [k for k in namespace if k.startswith("price")]:
+            namespace[name] = lambda *a, **kw: 0.0 * a[1]
+    field = namespace["vector_field"]
+    y0, args = solve_problem(system, init, hl.Hyperparams(lr=0.2, noise=0.1))
+    y0, args = jax.tree.map(jnp.asarray, y0), jax.tree.map(jnp.asarray, args)
+
+    @jax.jit
+    def loop(y):
+        def body(i, y):  # chained, so nothing can be hoisted out of the loop
+            return jax.tree.map(lambda a, b: a + 1e-9 * b, y, field(0.0, y, args))
+
+        return jax.lax.fori_loop(0, n, body, y)
+
+    jax.block_until_ready(loop(y0))
+    best = np.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        jax.block_until_ready(loop(y0))
+        best = min(best, time.perf_counter() - t0)
+    return best / n
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--Ks", default="2,8")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tanh", action="store_true")
     p.add_argument("--relu-tanh", action="store_true", help="ReLU student, tanh teacher")
+    p.add_argument("--per-rhs", action="store_true", help="cost per right-hand side, and a floor")
     ns = p.parse_args()
     print(
         f"{'K=M':>4} {'activation':>10} {'derive [s]':>10} {'compile [s]':>11} {'warm [s]':>9} "
@@ -85,13 +123,24 @@ def main() -> None:
     for K in [int(k) for k in ns.Ks.split(",")]:
         acts = ["erf", "relu"] + (["tanh", "tanh@gh"] if ns.tanh and K <= 2 else [])
         acts += ["relu/tanh"] if ns.relu_tanh and K <= 2 else []
-        base = None
+        base, warm = None, {}
         for act in acts:
             r = time_solve(K, act, ns.repeats)
             base = r["warm"] if act == "erf" else base
+            warm[act] = r["warm"]
             print(
                 f"{K:>4} {act:>10} {r['derive']:>10.2f} {r['compile']:>11.2f} {r['warm']:>9.3f} "
                 f"{r['steps']:>6} {r['risk']:>10.3e} {r['warm'] / base:>10.1f}  {r['status']}",
+                flush=True,
+            )
+        if ns.per_rhs:
+            erf, relu = per_rhs(K, "erf"), per_rhs(K, "relu")
+            closed = per_rhs(K, "relu", drop_price=True)
+            floor = warm["relu"] * closed / relu
+            print(
+                f"     per right-hand side [ms]: erf {erf * 1e3:.4f}, relu {relu * 1e3:.4f} "
+                f"({relu / erf:.1f}x), relu closed forms alone {closed * 1e3:.4f} "
+                f"({closed / erf:.1f}x); floor {floor:.3f} s = {floor / base:.1f}x erf",
                 flush=True,
             )
 

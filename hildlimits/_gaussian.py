@@ -565,7 +565,7 @@ def price_integrand(
 
 
 # --------------------------------------------------------------------------- kinks in quadratures
-_KINKS = (sp.sign, sp.Heaviside, sp.Abs, sp.Max, sp.Min)
+KINKS = (sp.sign, sp.Heaviside, sp.Abs, sp.Max, sp.Min)
 MU, ELL = sp.Symbol("mu", real=True), sp.Symbol("ell", positive=True)
 """Conditional mean and standard deviation of the field a kinked factor is smoothed over."""
 
@@ -576,7 +576,7 @@ def kink_parts(f: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
     of kinks, when ``f`` has kinks (``sign``, ``Heaviside``, ``Abs``, ``Max``/``Min`` with 0) at
     ``x = 0`` only; ``None`` when ``f`` has no kink, a kink elsewhere, or a Dirac delta."""
     f = sp.sympify(f)
-    if not f.has(*_KINKS) or f.has(sp.DiracDelta):
+    if not f.has(*KINKS) or f.has(sp.DiracDelta):
         return None
     g = sp.expand(_kinks_to_sign(f))
     g = g.replace(
@@ -585,7 +585,7 @@ def kink_parts(f: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
     )
     s1 = sp.expand(g.coeff(sp.sign(x)))
     s0 = sp.expand(g - s1 * sp.sign(x))
-    if s1 == 0 or s0.has(*_KINKS) or s1.has(*_KINKS):
+    if s1 == 0 or s0.has(*KINKS) or s1.has(*KINKS):
         return None
     return s0, s1
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._errors import ConfigError, SolveError
 from ._model import Hyperparams, Overlaps
-from ._solve import _SOLVERS, check_solve_options, problem, scheduled_vector_field
+from ._solve import _SOLVERS, Controller, check_solve_options, problem, scheduled_vector_field
 
 SCALARS = {
     "training.lr": "eta",
@@ -74,7 +74,7 @@ def _observable_fn(
                 (y0 if where == "y" else args)[key] = val
         ts = jnp.linspace(0.0, t1, 401) if observable == "mean" else None
         saveat = diffrax.SaveAt(ts=ts) if ts is not None else diffrax.SaveAt(t1=True)
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        controller = Controller(rtol=rtol, atol=atol)
         if schedule is not None and edges.shape[0] > 0:
             controller = diffrax.ClipStepSizeController(controller, jump_ts=edges)
         sol = diffrax.diffeqsolve(

@@ -64,7 +64,7 @@ from ._activations import X, get_activation
 from ._errors import ConfigError, SolveError
 from ._gaussian import NoClosedForm, gaussian_expectation
 from ._model import _bool, _matrix, _positive_int, _real
-from ._solve import _SOLVERS, resolve_save_times
+from ._solve import _SOLVERS, Controller, resolve_save_times
 
 # ----------------------------------------------------------------------------- model, init
 
@@ -1074,7 +1074,7 @@ def _compiled(system, method, finite_width, solver, max_steps, n_save):
             y0=y0,
             args=args,
             saveat=diffrax.SaveAt(subs=(diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True))),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            stepsize_controller=Controller(rtol=rtol, atol=atol),
             event=diffrax.Event(diverged),
             max_steps=max_steps,
             throw=False,

@@ -25,6 +25,22 @@ from ._model import Hyperparams, Overlaps
 _SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
 
 
+class Controller(diffrax.PIDController):
+    """:class:`diffrax.PIDController` that treats a non-finite error estimate as an infinite one.
+
+    diffrax turns a NaN error estimate (a trial step that left the region where the vector field
+    is finite) into a NaN step size, after which every step is rejected until ``max_steps`` runs
+    out; an infinite error instead rejects the step and shrinks it by ``factormin``. (Seen on the
+    first step of a cubic student at a large learning rate: diffrax's first trial step, 0.01,
+    overshoots a blow-up at t = 4.5e-4.)"""
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        y_error = jax.tree.map(lambda e: jnp.where(jnp.isfinite(e), e, jnp.inf), y_error)
+        # (an infinite candidate would make the error scale infinite too: inf / inf = NaN)
+        y1_candidate = jax.tree.map(lambda a, b: jnp.where(jnp.isfinite(b), b, a), y0, y1_candidate)
+        return super().adapt_step_size(t0, t1, y0, y1_candidate, args, y_error, error_order, state)
+
+
 @dataclass(frozen=True, eq=False)
 class Trajectory:
     """Solution of the order-parameter ODEs at the save times (immutable; arrays are read-only).
@@ -211,7 +227,7 @@ def _build(
         # there (a non-finite right-hand side makes every step fail, which would otherwise run
         # through max_steps rejected steps).
         dtmin = MIN_STEP_FRACTION * jnp.maximum(jnp.abs(ts[-1] - ts[0]), 1.0)
-        controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=False)
+        controller = Controller(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=False)
         if (
             schedule and args["_sched_edges"].shape[0] > 0
         ):  # static: a constant schedule has no jumps
@@ -282,7 +298,9 @@ def solve(
         max_steps: step budget; running out raises :class:`SolveError`.
         divergence_bound: stop with status ``"diverged at t=..."`` when a state entry exceeds
             ``divergence_bound * (1 + max|init|)`` in magnitude, the risk exceeds
-            ``divergence_bound``, or anything becomes non-finite.
+            ``divergence_bound``, or anything becomes non-finite; also when the step size
+            collapses during a finite-time blow-up (state and risk grown by the factors of
+            :data:`BLOW_UP_GROWTH`) before those bounds are reached.
         steady_state: if given, stop with status ``"steady state at t=..."`` once every entry of
             ``d(state)/dt`` is below this value in magnitude.
         ts: explicit save times (increasing, from 0 or later); overrides ``t1``, ``n_save``,
@@ -296,7 +314,8 @@ def solve(
         last row).
 
     Raises:
-        ConfigError: invalid options. SolveError: the step budget ran out.
+        ConfigError: invalid options. SolveError: the step budget ran out, or the step size
+        collapsed without a blow-up (a right-hand side that is not finite, or stiff dynamics).
 
     Example:
         >>> import hildlimits as hl
@@ -380,6 +399,25 @@ def problem(system, init: Overlaps, hyper: Hyperparams, *, divergence_bound=1e8,
     return y0, args
 
 
+BLOW_UP_GROWTH = 10.0
+"""A solve whose step size collapsed while the largest state entry grew by more than this factor
+since ``t = 0`` and the risk by more than ``BLOW_UP_GROWTH**2`` counts as diverged: a finite-time
+blow-up (e.g. a cubic student, whose ``dQ/dt`` grows faster than ``Q``) outruns the steps before it reaches
+``divergence_bound``."""
+
+
+def _blew_up(out) -> bool:
+    """Whether a failed solve stopped on a finite-time blow-up (see :data:`BLOW_UP_GROWTH`)."""
+    ys = out["ys"]
+    last = [np.asarray(ys[k][-1], np.float64) for k in ys]
+    if not all(np.isfinite(a).all() for a in last):
+        return True
+    first = max(float(np.abs(np.asarray(ys[k][0])).max()) for k in ys)
+    grown = max(float(np.abs(a).max()) for a in last) > BLOW_UP_GROWTH * first
+    r0, r1 = (float(np.asarray(out["risk"])[i]) for i in (0, -1))
+    return grown and not r1 <= BLOW_UP_GROWTH**2 * abs(r0)
+
+
 def status_of(out) -> str:
     """Status line of one solve output (``"ok"``, ``"diverged at t=..."``, ...)."""
     t_stop = float(np.asarray(out["ts"])[-1])
@@ -392,7 +430,9 @@ def status_of(out) -> str:
             else f"steady state at t={t_stop:.6g}"
         )
     if not bool(out["ok"]):
-        return f"solver failed at t={t_stop:.6g}"
+        return (
+            f"diverged at t={t_stop:.6g}" if _blew_up(out) else f"solver failed at t={t_stop:.6g}"
+        )
     return "ok"
 
 
@@ -404,7 +444,7 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
             f"the solver used its budget of max_steps={max_steps} steps and stopped at t={t_stop:.6g} "
             f"before t1={t1:g}: increase solve.max_steps, or loosen rtol/atol"
         )
-    if not (bool(out["ok"]) or bool(out["event"])):
+    if not (bool(out["ok"]) or bool(out["event"]) or _blew_up(out)):
         raise SolveError(
             f"the solver failed at t={t_stop:.6g}: the step size collapsed below "
             f"{MIN_STEP_FRACTION:g} of the time span (a right-hand side that is not finite, or "

@@ -109,6 +109,45 @@ def test_non_finite_right_hand_side_fails_fast_with_its_time():
         hl.solve(system, init=init, hyper=hl.Hyperparams(lr=0.4), t1=10.0, max_steps=100_000)
 
 
+@pytest.mark.parametrize("lr", [0.05, 1.0])
+def test_finite_time_blow_up_is_a_divergence_at_the_blow_up_time(lr):
+    # A cubic student and teacher blow up in finite time (dQ/dt grows faster than Q): the steps
+    # collapse before the state reaches divergence_bound. That must read "diverged at t=..." at
+    # the blow-up time, not "solver failed". At lr = 1 diffrax's first trial step (0.01)
+    # overshoots the blow-up (t ~ 4.5e-4) into non-finite values; that step must shrink rather
+    # than stall at t = 0 until max_steps. Reference: the same right-hand side integrated by
+    # scipy's DOP853, whose step size also collapses at the blow-up; measured agreement 2e-10
+    # (lr = 0.05) and 2e-7 (lr = 1) relative. Tolerance 1e-5: both stop where Q ~ 1e2..1e3,
+    # within a relative ~1e-6 of the singularity.
+    import jax
+    from scipy.integrate import solve_ivp
+
+    from hildlimits._solve import problem
+
+    model = hl.Committee(K=1, M=1, activation="x**3", teacher_activation="x**3")
+    system = hl.derive(model, cache=False)
+    init = hl.Overlaps.for_model(model, Q=[[0.5]], R=[[0.1]], T=[[1.0]])
+    hyper = hl.Hyperparams(lr=lr)
+    traj = hl.solve(system, init=init, hyper=hyper, t1=50.0)
+    assert traj.diverged and traj.status == f"diverged at t={traj.t_stop:.6g}"
+    assert abs(traj.Q[-1, 0, 0]) > 10 * 0.5 and np.isfinite(traj.risk).all()
+
+    _, args = problem(system, init, hyper)
+    field = jax.jit(
+        lambda y: system.module.vector_field(
+            0.0, {"Q": y[0].reshape(1, 1), "R": y[1].reshape(1, 1)}, args
+        )
+    )
+
+    def rhs(t, y):
+        out = field(y)
+        return [float(out["Q"][0, 0]), float(out["R"][0, 0])]
+
+    ref = solve_ivp(rhs, (0.0, 50.0), [0.5, 0.1], method="DOP853", rtol=1e-12, atol=1e-14)
+    assert ref.status == -1 and abs(ref.y[0, -1]) > 100  # scipy's steps collapsed too
+    assert rel_err(traj.t_stop, ref.t[-1]) < 1e-5
+
+
 def test_steady_state_stop_and_trajectory_is_immutable():
     model = hl.Committee(K=1, M=1, activation="linear")
     init = hl.Overlaps.for_model(model, Q=[[0.3]], R=[[0.05]], T=[[1.0]])
