@@ -64,7 +64,7 @@ from ._activations import X, get_activation
 from ._errors import ConfigError, SolveError
 from ._gaussian import NoClosedForm, gaussian_expectation
 from ._model import _bool, _matrix, _positive_int, _real
-from ._solve import _SOLVERS, Controller, resolve_save_times
+from ._solve import _SOLVERS, MIN_STEP_FRACTION, Controller, blew_up, resolve_save_times
 
 # ----------------------------------------------------------------------------- model, init
 
@@ -1065,6 +1065,7 @@ def _compiled(system, method, finite_width, solver, max_steps, n_save):
         return (~finite) | big
 
     def run(y0, args, ts, rtol, atol):
+        dtmin = MIN_STEP_FRACTION * jnp.maximum(jnp.abs(ts[-1] - ts[0]), 1.0)  # as in solve
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),
             _SOLVERS[solver](),
@@ -1074,7 +1075,7 @@ def _compiled(system, method, finite_width, solver, max_steps, n_save):
             y0=y0,
             args=args,
             saveat=diffrax.SaveAt(subs=(diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True))),
-            stepsize_controller=Controller(rtol=rtol, atol=atol),
+            stepsize_controller=Controller(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=False),
             event=diffrax.Event(diverged),
             max_steps=max_steps,
             throw=False,
@@ -1104,9 +1105,14 @@ def _trajectory(out, ts_req, init, method, nodes, max_steps, timings) -> MeanFie
             f"the solver used its budget of max_steps={max_steps} steps and stopped at "
             f"t={t_stop:.6g} before t1={t1:g}: increase solve.max_steps, or loosen rtol/atol"
         )
-    if not (bool(out["ok"]) or bool(out["event"])):
-        raise SolveError(f"the solver failed at t={t_stop:.6g} (step size collapsed)")
-    if bool(out["event"]):
+    blow_up = not (bool(out["ok"]) or bool(out["event"])) and blew_up(out)
+    if not (bool(out["ok"]) or bool(out["event"]) or blow_up):
+        raise SolveError(
+            f"the solver failed at t={t_stop:.6g}: the step size collapsed below "
+            f"{MIN_STEP_FRACTION:g} of the time span (a right-hand side that is not finite, or "
+            "dynamics too stiff for the solver)"
+        )
+    if bool(out["event"]) or blow_up:
         status = f"diverged at t={t_stop:.6g}"
         rows = np.concatenate([np.nonzero(ts[:-1] < t_stop)[0], [len(ts) - 1]])
     else:

@@ -406,7 +406,7 @@ blow-up (e.g. a cubic student, whose ``dQ/dt`` grows faster than ``Q``) outruns 
 ``divergence_bound``."""
 
 
-def _blew_up(out) -> bool:
+def blew_up(out) -> bool:
     """Whether a failed solve stopped on a finite-time blow-up (see :data:`BLOW_UP_GROWTH`)."""
     ys = out["ys"]
     last = [np.asarray(ys[k][-1], np.float64) for k in ys]
@@ -430,9 +430,7 @@ def status_of(out) -> str:
             else f"steady state at t={t_stop:.6g}"
         )
     if not bool(out["ok"]):
-        return (
-            f"diverged at t={t_stop:.6g}" if _blew_up(out) else f"solver failed at t={t_stop:.6g}"
-        )
+        return f"diverged at t={t_stop:.6g}" if blew_up(out) else f"solver failed at t={t_stop:.6g}"
     return "ok"
 
 
@@ -444,7 +442,7 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
             f"the solver used its budget of max_steps={max_steps} steps and stopped at t={t_stop:.6g} "
             f"before t1={t1:g}: increase solve.max_steps, or loosen rtol/atol"
         )
-    if not (bool(out["ok"]) or bool(out["event"]) or _blew_up(out)):
+    if not (bool(out["ok"]) or bool(out["event"]) or blew_up(out)):
         raise SolveError(
             f"the solver failed at t={t_stop:.6g}: the step size collapsed below "
             f"{MIN_STEP_FRACTION:g} of the time span (a right-hand side that is not finite, or "
