@@ -253,6 +253,35 @@ def test_divergence_status(system):
     assert tr.t[-1] == pytest.approx(tr.t_stop)
 
 
+def test_non_finite_drift_fails_fast_with_its_time(system, monkeypatch):
+    # As for the committee solve: a drift that turns NaN while the particles stay finite (here
+    # once sum_j a_j, which grows monotonically, passes its value at tau = 2 on the unpatched
+    # solve) makes every step fail; the solve stops at tau ~ 2 with the step-collapse error
+    # (dtmin = 1e-13 of the span) instead of running through max_steps rejected steps.
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from hildlimits import _meanfield
+
+    model = hl.MeanField(M=1)
+    init = hl.MeanFieldInit(T=[[1.0]], v_teacher=[1.0], a_mean=1.0, particles=16)
+    kw = dict(model=model, init=init, lr=0.1, max_steps=100_000)
+    ref = hl.solve_meanfield(system, t1=4.0, n_save=3, spacing="linear", **kw)
+    assert ref.t[1] == 2.0 and np.all(np.diff(ref.a.sum(axis=1)) > 0)
+    threshold = float(ref.a[1].sum())
+    good = _meanfield.drift
+
+    def drift(s, y, args, **options):
+        out = good(s, y, args, **options)
+        return {k: jnp.where(jnp.sum(y["a"]) >= threshold, jnp.nan, v) for k, v in out.items()}
+
+    monkeypatch.setattr(_meanfield, "drift", drift)
+    fresh = dataclasses.replace(system, _jax={})  # a copy: no compiled solve cached
+    with pytest.raises(hl.SolveError, match=r"failed at t=(1\.9|2)\S*: the step size collapsed"):
+        hl.solve_meanfield(fresh, t1=10.0, **kw)
+
+
 # ----------------------------------------------------------------------------- simulation
 
 
