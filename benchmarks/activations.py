@@ -79,16 +79,16 @@ def per_rhs(K: int, activation: str, drop_price: bool = False, n: int = 200) -> 
     ``drop_price`` every Price line integral returns 0)."""
     import jax.numpy as jnp
 
+    from hildlimits._codegen import load_module
     from hildlimits._solve import problem as solve_problem
 
     model, init = problem(K, activation)
     system = hl.derive(model)
-    namespace: dict = {}
-    exec(compile(system.source, f"<{activation} K={K}>", "exec"), namespace)
+    module = load_module(system)  # a new module object each call: patching it stays local
     if drop_price:
-        for name in [k for k in namespace if k.startswith("price")]:
-            namespace[name] = lambda *a, **kw: 0.0 * a[1]
-    field = namespace["vector_field"]
+        for name in [k for k in vars(module) if k.startswith("price")]:
+            setattr(module, name, lambda *a, **kw: 0.0 * a[1])
+    field = module.vector_field
     y0, args = solve_problem(system, init, hl.Hyperparams(lr=0.2, noise=0.1))
     y0, args = jax.tree.map(jnp.asarray, y0), jax.tree.map(jnp.asarray, args)
 

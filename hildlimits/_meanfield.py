@@ -61,10 +61,10 @@ import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
 from ._activations import X, get_activation
-from ._errors import ConfigError, SolveError
+from ._errors import ConfigError
 from ._gaussian import NoClosedForm, gaussian_expectation
 from ._model import _bool, _matrix, _positive_int, _real
-from ._solve import _SOLVERS, MIN_STEP_FRACTION, Controller, blew_up, resolve_save_times
+from ._solve import _SOLVERS, check_stop, resolve_save_times, step_controller
 
 # ----------------------------------------------------------------------------- model, init
 
@@ -974,7 +974,8 @@ def solve_meanfield(
         :class:`MeanFieldTrajectory`.
 
     Raises:
-        ConfigError: invalid options. SolveError: the step budget ran out.
+        ConfigError: invalid options. SolveError: the step budget ran out, or the step size
+        collapsed without a blow-up.
 
     Example:
         >>> import hildlimits as hl
@@ -1065,7 +1066,6 @@ def _compiled(system, method, finite_width, solver, max_steps, n_save):
         return (~finite) | big
 
     def run(y0, args, ts, rtol, atol):
-        dtmin = MIN_STEP_FRACTION * jnp.maximum(jnp.abs(ts[-1] - ts[0]), 1.0)  # as in solve
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),
             _SOLVERS[solver](),
@@ -1075,7 +1075,7 @@ def _compiled(system, method, finite_width, solver, max_steps, n_save):
             y0=y0,
             args=args,
             saveat=diffrax.SaveAt(subs=(diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True))),
-            stepsize_controller=Controller(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=False),
+            stepsize_controller=step_controller(ts, rtol, atol),
             event=diffrax.Event(diverged),
             max_steps=max_steps,
             throw=False,
@@ -1100,18 +1100,7 @@ def _trajectory(out, ts_req, init, method, nodes, max_steps, timings) -> MeanFie
     ts = np.asarray(out["ts"])
     t_stop = float(ts[-1])
     t1 = float(ts_req[-1])
-    if bool(out["max_steps"]):
-        raise SolveError(
-            f"the solver used its budget of max_steps={max_steps} steps and stopped at "
-            f"t={t_stop:.6g} before t1={t1:g}: increase solve.max_steps, or loosen rtol/atol"
-        )
-    blow_up = not (bool(out["ok"]) or bool(out["event"])) and blew_up(out)
-    if not (bool(out["ok"]) or bool(out["event"]) or blow_up):
-        raise SolveError(
-            f"the solver failed at t={t_stop:.6g}: the step size collapsed below "
-            f"{MIN_STEP_FRACTION:g} of the time span (a right-hand side that is not finite, or "
-            "dynamics too stiff for the solver)"
-        )
+    blow_up = check_stop(out, t1, max_steps)
     if bool(out["event"]) or blow_up:
         status = f"diverged at t={t_stop:.6g}"
         rows = np.concatenate([np.nonzero(ts[:-1] < t_stop)[0], [len(ts) - 1]])

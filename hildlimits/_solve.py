@@ -223,11 +223,7 @@ def _build(
     event = diffrax.Event((diverged, stationary) if steady else diverged)
 
     def run(y0, args, ts, rtol, atol):
-        # A step below MIN_STEP_FRACTION of the time span makes no progress in float64: stop
-        # there (a non-finite right-hand side makes every step fail, which would otherwise run
-        # through max_steps rejected steps).
-        dtmin = MIN_STEP_FRACTION * jnp.maximum(jnp.abs(ts[-1] - ts[0]), 1.0)
-        controller = Controller(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=False)
+        controller = step_controller(ts, rtol, atol)
         if (
             schedule and args["_sched_edges"].shape[0] > 0
         ):  # static: a constant schedule has no jumps
@@ -371,6 +367,15 @@ MIN_STEP_FRACTION = 1e-13
 """Smallest step, relative to the time span, before a solve stops as failed."""
 
 
+def step_controller(ts, rtol, atol) -> Controller:
+    """The step-size controller of the committee and mean-field solves over the save times
+    ``ts``. A step below :data:`MIN_STEP_FRACTION` of the time span makes no progress in
+    float64: the solve stops there (a non-finite right-hand side makes every step fail, which
+    would otherwise run through ``max_steps`` rejected steps)."""
+    dtmin = MIN_STEP_FRACTION * jnp.maximum(jnp.abs(ts[-1] - ts[0]), 1.0)
+    return Controller(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=False)
+
+
 def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, schedule=False):
     """Jitted solve function for these static options, cached on the system."""
     key = ("solve", K, M, n_save, solver, max_steps, steady, batched, schedule)
@@ -402,8 +407,8 @@ def problem(system, init: Overlaps, hyper: Hyperparams, *, divergence_bound=1e8,
 BLOW_UP_GROWTH = 10.0
 """A solve whose step size collapsed while the largest state entry grew by more than this factor
 since ``t = 0`` and the risk by more than ``BLOW_UP_GROWTH**2`` counts as diverged: a finite-time
-blow-up (e.g. a cubic student, whose ``dQ/dt`` grows faster than ``Q``) outruns the steps before it reaches
-``divergence_bound``."""
+blow-up (e.g. a cubic student, whose ``dQ/dt`` grows faster than ``Q``) outruns the steps before
+it reaches ``divergence_bound``."""
 
 
 def blew_up(out) -> bool:
@@ -416,6 +421,26 @@ def blew_up(out) -> bool:
     grown = max(float(np.abs(a).max()) for a in last) > BLOW_UP_GROWTH * first
     r0, r1 = (float(np.asarray(out["risk"])[i]) for i in (0, -1))
     return grown and not r1 <= BLOW_UP_GROWTH**2 * abs(r0)
+
+
+def check_stop(out, t1: float, max_steps: int) -> bool:
+    """Raise :class:`SolveError` for a solve that ran out of steps, or whose step size collapsed
+    without a blow-up; return whether it stopped on a blow-up (:func:`blew_up`)."""
+    t_stop = float(np.asarray(out["ts"])[-1])
+    if bool(out["max_steps"]):
+        raise SolveError(
+            f"the solver used its budget of max_steps={max_steps} steps and stopped at "
+            f"t={t_stop:.6g} before t1={t1:g}: increase solve.max_steps, or loosen rtol/atol"
+        )
+    if bool(out["ok"]) or bool(out["event"]):
+        return False
+    if blew_up(out):
+        return True
+    raise SolveError(
+        f"the solver failed at t={t_stop:.6g}: the step size collapsed below "
+        f"{MIN_STEP_FRACTION:g} of the time span (a right-hand side that is not finite, or "
+        "dynamics too stiff for the solver)"
+    )
 
 
 def status_of(out) -> str:
@@ -437,17 +462,7 @@ def status_of(out) -> str:
 def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
     ts = np.asarray(out["ts"])
     t_stop = float(ts[-1])
-    if bool(out["max_steps"]):
-        raise SolveError(
-            f"the solver used its budget of max_steps={max_steps} steps and stopped at t={t_stop:.6g} "
-            f"before t1={t1:g}: increase solve.max_steps, or loosen rtol/atol"
-        )
-    if not (bool(out["ok"]) or bool(out["event"]) or blew_up(out)):
-        raise SolveError(
-            f"the solver failed at t={t_stop:.6g}: the step size collapsed below "
-            f"{MIN_STEP_FRACTION:g} of the time span (a right-hand side that is not finite, or "
-            "dynamics too stiff for the solver)"
-        )
+    check_stop(out, t1, max_steps)
     status = status_of(out)
     keep = ts[:-1] < t_stop if status != "ok" else np.ones(len(ts) - 1, bool)
     rows = (
