@@ -1,39 +1,76 @@
-"""hildlimits: exact high-dimensional ODEs of online SGD, derived, generated, solved and validated."""
+"""hildlimits: exact high-dimensional ODEs of online SGD, derived, generated, solved and validated.
 
-from ._activations import available_activations as available_activations
-from ._cache import cache_dir as cache_dir
-from ._derive import Equation as Equation
-from ._derive import ExpectationEntry as ExpectationEntry
-from ._derive import ODESystem as ODESystem
-from ._derive import Term as Term
-from ._derive import derive as derive
-from ._errors import ConfigError as ConfigError
-from ._errors import SolveError as SolveError
-from ._flat import FlatState as FlatState
-from ._gaussian import NoClosedForm as NoClosedForm
-from ._gaussian import gaussian_expectation as gaussian_expectation
-from ._grad import gradient as gradient
-from ._meanfield import MeanField as MeanField
-from ._meanfield import MeanFieldInit as MeanFieldInit
-from ._meanfield import MeanFieldSystem as MeanFieldSystem
-from ._meanfield import MeanFieldTrajectory as MeanFieldTrajectory
-from ._meanfield import derive_meanfield as derive_meanfield
-from ._meanfield import solve_meanfield as solve_meanfield
-from ._meanfield_simulate import MeanFieldSimulation as MeanFieldSimulation
-from ._meanfield_simulate import simulate_meanfield as simulate_meanfield
-from ._model import Committee as Committee
-from ._model import Hyperparams as Hyperparams
-from ._model import Overlaps as Overlaps
-from ._schedule import Schedule as Schedule
-from ._schedule import optimize_schedule as optimize_schedule
-from ._simulate import RandomInit as RandomInit
-from ._simulate import Simulation as Simulation
-from ._simulate import simulate as simulate
-from ._solve import Trajectory as Trajectory
-from ._solve import save_times as save_times
-from ._solve import solve as solve
-from ._sweep import SweepResult as SweepResult
-from ._sweep import sweep as sweep
-from ._validate import Tolerance as Tolerance
-from ._validate import validate as validate
+Every public name is imported on first use (PEP 562), so ``import hildlimits`` -- and the command
+line, which imports the package first -- costs only what is used: a solve of a cached derivation
+imports neither SymPy nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from ._version import __version__ as __version__
+
+_EXPORTS = {
+    "available_activations": ("_activations", "available_activations"),
+    "cache_dir": ("_cache", "cache_dir"),
+    "config_from_dict": ("_config", "config_from_dict"),
+    "load_config": ("_config", "load_config"),
+    "Equation": ("_derive", "Equation"),
+    "ExpectationEntry": ("_derive", "ExpectationEntry"),
+    "ODESystem": ("_derive", "ODESystem"),
+    "Term": ("_derive", "Term"),
+    "derive": ("_derive", "derive"),
+    "ConfigError": ("_errors", "ConfigError"),
+    "SolveError": ("_errors", "SolveError"),
+    "Family": ("_families", "Family"),
+    "get_family": ("_families", "get_family"),
+    "available_families": ("_families", "kinds"),
+    "FlatState": ("_flat", "FlatState"),
+    "NoClosedForm": ("_gaussian", "NoClosedForm"),
+    "gaussian_expectation": ("_gaussian", "gaussian_expectation"),
+    "gradient": ("_grad", "gradient"),
+    "MeanField": ("_meanfield", "MeanField"),
+    "MeanFieldInit": ("_meanfield", "MeanFieldInit"),
+    "MeanFieldSystem": ("_meanfield", "MeanFieldSystem"),
+    "MeanFieldTrajectory": ("_meanfield", "MeanFieldTrajectory"),
+    "derive_meanfield": ("_meanfield", "derive_meanfield"),
+    "solve_meanfield": ("_meanfield", "solve_meanfield"),
+    "MeanFieldSimulation": ("_meanfield_simulate", "MeanFieldSimulation"),
+    "simulate_meanfield": ("_meanfield_simulate", "simulate_meanfield"),
+    "Committee": ("_model", "Committee"),
+    "Hyperparams": ("_model", "Hyperparams"),
+    "Overlaps": ("_model", "Overlaps"),
+    "RunStatus": ("_runner", "RunStatus"),
+    "Status": ("_runner", "Status"),
+    "Schedule": ("_schedule", "Schedule"),
+    "optimize_schedule": ("_schedule", "optimize_schedule"),
+    "RandomInit": ("_simulate", "RandomInit"),
+    "Simulation": ("_simulate", "Simulation"),
+    "simulate": ("_simulate", "simulate"),
+    "Trajectory": ("_solve", "Trajectory"),
+    "save_times": ("_solve", "save_times"),
+    "solve": ("_solve", "solve"),
+    "SweepResult": ("_sweep", "SweepResult"),
+    "sweep": ("_sweep", "sweep"),
+    "Tolerance": ("_validate", "Tolerance"),
+    "validate": ("_validate", "validate"),
+    "__version__": ("_version", "__version__"),
+}
+"""Public name -> (submodule, attribute)."""
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,10 +1,16 @@
 """On-disk cache of derived systems.
 
 Keyed by a hash of the derivation inputs (the model structure), the hildlimits version and the
-SymPy version. Entries are JSON (SymPy ``srepr`` of every expression plus the generated source),
-written atomically (temporary file + ``os.replace``); a corrupt or stale entry is re-derived, and
-the directory is safe to delete at any time. Location: ``$HILDLIMITS_CACHE_DIR``, else
-``$XDG_CACHE_HOME/hildlimits``, else ``~/.cache/hildlimits``.
+SymPy version. Entries are JSON (SymPy ``srepr`` of every expression plus the generated source,
+and a SHA-256 digest of both), written atomically (temporary file + ``os.replace``); a corrupt or
+stale entry is re-derived, and the directory is safe to delete at any time. Location:
+``$HILDLIMITS_CACHE_DIR``, else ``$XDG_CACHE_HOME/hildlimits``, else ``~/.cache/hildlimits``.
+
+Reading an entry does not import SymPy: the system's expressions are parsed on first use of
+``equations`` / ``observables`` / ``expectations`` (``str()``, ``latex()``, ...), while a solve
+needs only the structure, the names and the generated source. The same directory holds the
+exported solves (``export/``, :mod:`hildlimits._export`) and, for the command line, JAX's
+persistent compilation cache (``xla/``).
 """
 
 from __future__ import annotations
@@ -13,15 +19,13 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import sympy as sp
-
+from ._io import write_atomic as _write_atomic
 from ._version import __version__
 
-FORMAT = 2
+FORMAT = 3
 _MEMORY: dict[str, object] = {}
 
 
@@ -52,19 +56,39 @@ def _code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def sympy_version() -> str:
+    """SymPy's version, without importing SymPy (~0.7 s) when it is not imported yet."""
+    import sys
+
+    if "sympy" in sys.modules:
+        return sys.modules["sympy"].__version__
+    from importlib.metadata import version
+
+    return version("sympy")
+
+
 def cache_key(structure: dict) -> str:
     """Hash of the derivation inputs, the hildlimits and SymPy versions and the derivation code."""
     payload = {
         "structure": structure,
         "hildlimits": __version__,
-        "sympy": sp.__version__,
+        "sympy": sympy_version(),
         "format": FORMAT,
         "code": _code_fingerprint(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _digest(data: dict) -> str:
+    """SHA-256 of an entry's content (everything but the digest itself)."""
+    body = {k: v for k, v in data.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def _to_json(system) -> dict:
+    import sympy as sp
+
     def term(t):
         return {
             "coeff": sp.srepr(t.coeff),
@@ -85,7 +109,8 @@ def _to_json(system) -> dict:
             "symmetric": e.symmetric,
         }
 
-    return {
+    data = {
+        "format": FORMAT,
         "structure": system.structure,
         "equations": [eq(e) for e in system.equations],
         "observables": [eq(e) for e in system.observables],
@@ -101,10 +126,15 @@ def _to_json(system) -> dict:
         ],
         "source": system.source,
     }
+    data["digest"] = _digest(data)
+    return data
 
 
-def _from_json(data: dict):
-    from ._derive import Equation, ExpectationEntry, ODESystem, Term
+def _parse_json(data: dict):
+    """``(equations, observables, expectations)`` of an entry (SymPy expressions)."""
+    import sympy as sp
+
+    from ._derive import Equation, ExpectationEntry, Term
     from ._gaussian import SYMPY_LOCALS
 
     def ex(s):
@@ -130,11 +160,10 @@ def _from_json(data: dict):
             symmetric=e["symmetric"],
         )
 
-    system = ODESystem(
-        structure=data["structure"],
-        equations=tuple(eq(e) for e in data["equations"]),
-        observables=tuple(eq(e) for e in data["observables"]),
-        expectations=tuple(
+    return (
+        tuple(eq(e) for e in data["equations"]),
+        tuple(eq(e) for e in data["observables"]),
+        tuple(
             ExpectationEntry(
                 name=x["name"],
                 funcs=tuple(ex(f) for f in x["funcs"]),
@@ -145,22 +174,34 @@ def _from_json(data: dict):
             for x in data["expectations"]
         ),
     )
-    system._jax["source"] = data["source"]
-    return system
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _from_json(data: dict, rebuild: Callable[[], object] | None = None):
+    """The system of a checked entry; its SymPy parts are parsed on first use (if that fails,
+    they are taken from ``rebuild()``, the derivation)."""
+    from ._derive import ODESystem
+
+    def load():
+        try:
+            return _parse_json(data)
+        except (ValueError, KeyError, TypeError, SyntaxError, AttributeError):
+            if rebuild is None:
+                raise
+            fresh = rebuild()
+            return fresh.equations, fresh.observables, fresh.expectations
+
+    for key in ("equations", "observables"):
+        if not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in data[key]):
+            raise ValueError(f"malformed {key}")
+    if not isinstance(data["source"], str):
+        raise ValueError("malformed source")
+    return ODESystem._cached(
+        structure=data["structure"],
+        load=load,
+        state_variables=tuple(e["name"] for e in data["equations"]),
+        observable_names=tuple(e["name"] for e in data["observables"]),
+        source=data["source"],
+    )
 
 
 def cached_system(structure: dict, build: Callable[[], object]):
@@ -172,8 +213,12 @@ def cached_system(structure: dict, build: Callable[[], object]):
     system = None
     try:
         data = json.loads(path.read_text())
-        if data.get("structure") == structure:
-            system = _from_json(data)
+        if (
+            data.get("format") == FORMAT
+            and data.get("structure") == structure
+            and data.get("digest") == _digest(data)
+        ):
+            system = _from_json(data, rebuild=build)
     except (OSError, ValueError, KeyError, TypeError, SyntaxError, AttributeError):
         system = None
     if system is None:

@@ -7,7 +7,6 @@ The CLI enables JAX float64 explicitly (``jax_enable_x64``) before any computati
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -17,20 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import ConfigError, SolveError
+from ._runner import RunStatus, Status
 
 
 def _versions() -> dict:
     import diffrax
     import jax
-    import sympy
 
+    from ._cache import sympy_version  # (without importing SymPy)
     from ._version import __version__
 
     return {
         "hildlimits": __version__,
         "jax": jax.__version__,
         "diffrax": diffrax.__version__,
-        "sympy": sympy.__version__,
+        "sympy": sympy_version(),
         "python": platform.python_version(),
     }
 
@@ -60,61 +60,36 @@ def _outdir(path: str, name: str = "--out") -> Path:
 
 
 def _load(ns):
-    """Enable float64 (explicitly, the CLI's policy) and load the config."""
+    """Enable float64 (explicitly, the CLI's policy), load the config, look its family up once
+    and check that the family supports the command and the flags given."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
     from ._config import load_config
+    from ._families import all_families, family_of
 
     cfg = load_config(ns.config)
-    kind = getattr(cfg, "kind", "committee")
-    if kind != "committee" and ns.command not in _KIND_COMMANDS.get(kind, {}):
-        raise ConfigError(f"'{ns.command}' does not support model.kind = {kind!r} yet")
-    if kind == "committee" and getattr(ns, "width", None) is not None:
-        raise ConfigError("--width applies to model.kind = 'meanfield' only")
-    return cfg
+    family = family_of(cfg)
+    family.check_command(ns.command)
+    own = {f.dest for f in family.flags.get(ns.command, ())}
+    for other in all_families():
+        for flag in other.flags.get(ns.command, ()):
+            if flag.dest in own:
+                continue
+            value = getattr(ns, flag.dest, None)
+            if value is not None and value != flag.options.get("default"):
+                users = [f.kind for f in all_families() if flag in f.flags.get(ns.command, ())]
+                kinds = " or ".join(repr(k) for k in users)
+                raise ConfigError(f"{flag.names[0]} applies to model.kind = {kinds} only")
+    return cfg, family
 
 
-def _meanfield_commands() -> dict:
-    from . import _meanfield_cli as mf
-
-    def meta(cfg):
-        return {"config": cfg.resolved(), "config_file": cfg.source, "versions": _versions()}
-
+def _meta(cfg, family) -> dict:
     return {
-        "derive": mf.derive_system,
-        "solve": lambda ns, cfg: mf.cmd_solve(ns, cfg, write_json=_write_json, meta=meta),
-        "simulate": lambda ns, cfg: mf.cmd_simulate(ns, cfg, write_json=_write_json, meta=meta),
-        "validate": lambda ns, cfg: mf.cmd_validate(
-            ns,
-            cfg,
-            write_json=_write_json,
-            meta=meta,
-            int_list=_int_list,
-            outdir=_outdir,
-            tolerance=_tolerance(ns),
-        ),
+        "config": family.resolved(cfg),
+        "config_file": cfg.source,
+        "versions": _versions(),
     }
-
-
-class _LazyKinds(dict):
-    """model.kind -> {command: handler(ns, cfg)}; built on first use (imports stay lazy)."""
-
-    _loaders = {"meanfield": _meanfield_commands}
-
-    def get(self, kind, default=None):
-        if kind not in self and kind in self._loaders:
-            self[kind] = self._loaders[kind]()
-        return super().get(kind, default)
-
-
-_KIND_COMMANDS = _LazyKinds()
-
-
-def _dispatch(ns, cfg):
-    """The handler of ``cfg``'s model kind for this command, or None for the committee."""
-    kind = getattr(cfg, "kind", "committee")
-    return None if kind == "committee" else _KIND_COMMANDS.get(kind)[ns.command]
 
 
 def _tolerance(ns):
@@ -123,21 +98,20 @@ def _tolerance(ns):
     return Tolerance(z_tol=ns.z_tol, rel_tol=ns.rel_tol, abs_tol=ns.abs_tol)
 
 
+def _options(ns, family) -> dict:
+    """The command's flags as a dict (common ones and the family's own)."""
+    return {k: v for k, v in vars(ns).items() if k not in ("func", "command", "config")}
+
+
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+    from ._io import write_json
+
+    write_json(path, data)
 
 
 def cmd_derive(ns) -> int:
-    from ._derive import derive
-
-    cfg = _load(ns)
-    handler = _dispatch(ns, cfg)
-    system = handler(ns, cfg) if handler is not None else derive(cfg.model)
+    cfg, family = _load(ns)
+    system = family.derive(cfg)
     if ns.source:
         text = system.source
     elif ns.latex:
@@ -156,139 +130,68 @@ def cmd_derive(ns) -> int:
 
 
 def cmd_solve(ns) -> int:
-
-    from ._cache import cache_key
-    from ._derive import derive
-    from ._solve import solve
-
-    cfg = _load(ns)
+    cfg, family = _load(ns)
     out = Path(ns.out)
     _check_writable(out, "--out")
     if ns.plot:
         _check_writable(Path(ns.plot), "--plot")
-    handler = _dispatch(ns, cfg)
-    if handler is not None:
-        return handler(ns, cfg)
     t0 = time.perf_counter()
-    system = derive(cfg.model)
+    system = family.derive(cfg)
     t_derive = time.perf_counter() - t0
     t0 = time.perf_counter()
-    traj = solve(system, init=cfg.init, hyper=cfg.hyper, **cfg.solve.as_kwargs())
+    traj = family.solve(system, cfg)
     t_solve = time.perf_counter() - t0
     data = traj.to_dict()
-    data["meta"] = {
-        "config": cfg.resolved(),
-        "config_file": cfg.source,
-        "versions": _versions(),
-        "derivation_key": cache_key(cfg.model.structure),
-        "status": traj.status,
-        "timings_s": {"derive": t_derive, "solve_including_compile": t_solve},
-    }
+    data["meta"] = (
+        _meta(cfg, family)
+        | {"status": traj.status}
+        | family.solve_meta(cfg, system, traj, {"derive": t_derive, "solve": t_solve})
+    )
     _write_json(out, data)
     if ns.plot:
-        from ._plot import plot_trajectory
-
-        plot_trajectory(
-            traj,
-            ns.plot,
-            title=f"{Path(cfg.source).stem}: K={cfg.model.K}, M={cfg.model.M}",
-            log_time=cfg.solve.spacing == "log",
-        )
-    final = f"risk(t={traj.t[-1]:.6g}) = {traj.risk[-1]:.6e}"
-    print(
-        f"{traj.status}: {final}; {len(traj.t)} save times, {traj.num_steps} steps; wrote {out}"
-        + (f" and {ns.plot}" if ns.plot else "")
-    )
-    if traj.diverged:
+        family.plot_solve(traj, ns.plot, cfg=cfg)
+    print(f"{family.summary(traj)}; wrote {out}" + (f" and {ns.plot}" if ns.plot else ""))
+    if traj.status.diverged:
         print(f"error: the dynamics {traj.status} (learning rate too large?)", file=sys.stderr)
         return 1
     return 0
 
 
 def _int_list(text: str, name: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"{name} must be a comma-separated list of positive integers, got {text!r}"
-        ) from None
-    if not vals or any(v < 1 for v in vals):
-        raise ConfigError(
-            f"{name} must be a comma-separated list of positive integers, got {text!r}"
-        )
-    return vals
+    from ._validators import int_list
 
-
-def _simulate_kwargs(cfg) -> dict:
-    so = cfg.solve
-    kw = dict(
-        hyper=cfg.hyper,
-        t1=so.t1,
-        n_save=so.n_save,
-        spacing=so.spacing,
-        t_first=so.t_first,
-        divergence_bound=so.divergence_bound,
-    )
-    if cfg.random_init is not None:
-        kw["random_init"] = cfg.random_init
-        kw["init"] = cfg.init  # supplies v and v_teacher
-    else:
-        kw["init"] = cfg.init
-    return kw
-
-
-def _sim_json(sim, cfg) -> dict:
-    data = sim.to_dict()
-    data["meta"] = {
-        "config": cfg.resolved(),
-        "config_file": cfg.source,
-        "versions": _versions(),
-        "status": sim.status,
-        "device": __import__("jax").default_backend(),
-        "timings_s": sim.timings,
-    }
-    return data
+    return int_list(text, name)
 
 
 def cmd_simulate(ns) -> int:
-
-    from ._simulate import simulate
-
-    cfg = _load(ns)
+    cfg, family = _load(ns)
     out = Path(ns.out)
     _check_writable(out, "--out")
     if ns.seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
     if ns.N < 1:
         raise ConfigError(f"--N must be a positive integer, got {ns.N}")
-    handler = _dispatch(ns, cfg)
-    if handler is not None:
-        return handler(ns, cfg)
+
+    def as_json(sim) -> dict:
+        data = sim.to_dict()
+        data["meta"] = _meta(cfg, family) | {
+            "status": sim.status,
+            "device": __import__("jax").default_backend(),
+            "timings_s": sim.timings,
+        }
+        return data
 
     def checkpoint(partial):
-        _write_json(out, _sim_json(partial, cfg))
+        _write_json(out, as_json(partial))
 
-    sim = simulate(
-        cfg.model,
-        N=ns.N,
-        seeds=ns.seeds,
-        seed=ns.seed,
-        dtype=ns.dtype,
-        test_samples=ns.test_samples,
-        checkpoint=checkpoint,
-        progress=None,
-        **_simulate_kwargs(cfg),
-    )
-    _write_json(out, _sim_json(sim, cfg))
+    sim = family.simulate(cfg, options=_options(ns, family), checkpoint=checkpoint)
+    _write_json(out, as_json(sim))
     if len(sim.t):
-        print(
-            f"{sim.status}: N={sim.N}, {sim.seeds} seeds, risk(t={sim.t[-1]:.6g}) = {sim.risk_mean[-1]:.6e} "
-            f"± {sim.risk_std[-1]:.2e}; wrote {out}"
-        )
+        print(f"{family.simulation_summary(sim)}; wrote {out}")
     if sim.diverged:
         print(f"error: the simulation {sim.status} (learning rate too large?)", file=sys.stderr)
         return 1
-    if sim.status.startswith("interrupted"):
+    if RunStatus.parse(sim.status).kind is Status.INTERRUPTED:
         print(f"{sim.status}: partial results written to {out}", file=sys.stderr)
         return 130
     return 0
@@ -297,96 +200,51 @@ def cmd_simulate(ns) -> int:
 def cmd_validate(ns) -> int:
     import jax
 
-    from ._validate import SimulationStopped, Tolerance, plot_validation, validate
+    from ._validate import SimulationStopped
 
-    cfg = _load(ns)
-    handler = _dispatch(ns, cfg)
-    if handler is not None:
-        if ns.seeds < 1:
-            raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
-        return handler(ns, cfg)
+    cfg, family = _load(ns)
     Ns = _int_list(ns.N, "--N")
     if ns.seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
     outdir = _outdir(ns.out)
-    tol = Tolerance(z_tol=ns.z_tol, rel_tol=ns.rel_tol, abs_tol=ns.abs_tol)
-    so = cfg.solve
-    solve_kwargs = {
-        k: getattr(so, k) for k in ("rtol", "atol", "solver", "max_steps", "divergence_bound")
-    }
+    options = _options(ns, family) | {"Ns": Ns}
     try:
-        report, sims, odes = validate(
-            cfg.model,
-            Ns=Ns,
-            seeds=ns.seeds,
-            seed=ns.seed,
-            tolerance=tol,
-            solve_kwargs=solve_kwargs,
-            test_samples=ns.test_samples,
-            dtype=ns.dtype,
-            **_simulate_kwargs(cfg),
-        )
+        report, artefacts = family.validate(cfg, options=options, tolerance=_tolerance(ns))
     except SimulationStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if exc.simulation.diverged else 130
-    report["meta"] = {
-        "config": cfg.resolved(),
-        "config_file": cfg.source,
-        "versions": _versions(),
-        "device": jax.default_backend(),
-    }
-    report["curves"] = [
-        {
-            "N": sim.N,
-            "t": sim.t.tolist(),
-            "risk": sim.risk_mean.tolist(),
-            "risk_std": sim.risk_std.tolist(),
-            "risk_ode": np.mean([tr.risk for tr in trajs], axis=0).tolist(),
-        }
-        for sim, trajs in zip(sims, odes, strict=True)
-    ]
+    report["meta"] = _meta(cfg, family) | {"device": jax.default_backend()}
     _write_json(outdir / "report.json", report)
-    plot_validation(
-        sims, odes, outdir / "risk.png", outdir / "overlaps.png", log_time=so.spacing == "log"
-    )
-    for p in report["per_N"]:
-        print(
-            f"N={p['N']:>7}: max |d| = {p['max_abs_deviation']:.3e}, mean |d| = {p['mean_abs_deviation']:.3e}, "
-            f"max |d|/se = {p['max_deviation_in_se']:.2f}, mean |d|/se = {p['mean_deviation_in_se']:.2f}"
-        )
-    if report["finite_size_exponent"] is not None:
-        print(f"finite-size fit: mean |d| ~ N^{report['finite_size_exponent']:.2f}")
-    print(("PASS: " if report["passed"] else "FAIL: ") + report["reason"])
-    print(f"wrote {outdir / 'report.json'}, {outdir / 'risk.png'}, {outdir / 'overlaps.png'}")
+    paths = family.plot_validation(artefacts, outdir, cfg=cfg)
+    for line in family.validation_lines(report):
+        print(line)
+    print("wrote " + ", ".join(str(p) for p in [outdir / "report.json", *paths]))
     return 0 if report["passed"] else 1
 
 
 def cmd_sweep(ns) -> int:
     import jax
 
-    from ._derive import derive
     from ._sweep import parse_param, plot_sweep, sweep
 
-    cfg = _load(ns)
+    cfg, family = _load(ns)
     params = {}
     for spec in ns.param:
-        name, values = parse_param(spec)
+        name, values = parse_param(spec, family)
         if name in params:
             raise ConfigError(f"--param {name} is given twice")
         params[name] = values
     if ns.batch_size is not None and ns.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {ns.batch_size}")
     outdir = _outdir(ns.out)
-    so = cfg.solve
-    system = derive(cfg.model)
+    so = family.solve_options(cfg)
+    system = family.derive(cfg)
     try:
         res = sweep(
             system,
-            init=cfg.init,
-            hyper=cfg.hyper,
+            config=cfg,
             params=params,
-            **{k: v for k, v in so.as_kwargs().items() if k != "steady_state"},
-            lr_tied=cfg.lr_tied,
+            **{k: v for k, v in so.items() if k != "steady_state"},
             batch_size=ns.batch_size,
             shard=not ns.no_shard,
             spread=ns.spread,
@@ -402,16 +260,12 @@ def cmd_sweep(ns) -> int:
     if jax.process_index() != 0:
         return 0
     data = res.to_dict()
-    data["meta"] = {
-        "config": cfg.resolved(),
-        "config_file": cfg.source,
-        "versions": _versions(),
-        "devices": [str(d) for d in jax.devices()],
-    }
+    data["meta"] = _meta(cfg, family) | {"devices": [str(d) for d in jax.devices()]}
     _write_json(outdir / "sweep.json", data)
-    plot_sweep(res, outdir / "sweep.png", log_time=so.spacing == "log")
-    n_div = sum(s.startswith("diverged") for s in res.status)
-    n_bad = sum(not (s == "ok" or s.startswith("diverged")) for s in res.status)
+    plot_sweep(res, outdir / "sweep.png", log_time=so["spacing"] == "log")
+    kinds = [RunStatus.parse(s).kind for s in res.status]
+    n_div = sum(k is Status.DIVERGED for k in kinds)
+    n_bad = sum(k not in (Status.OK, Status.DIVERGED) for k in kinds)
     print(
         f"{len(res.points)} points: {len(res.points) - n_div - n_bad} ok, {n_div} diverged"
         + (f", {n_bad} other" if n_bad else "")
@@ -421,27 +275,24 @@ def cmd_sweep(ns) -> int:
 
 
 def cmd_grad(ns) -> int:
-
-    from ._derive import derive
     from ._grad import gradient
 
-    cfg = _load(ns)
+    cfg, family = _load(ns)
     out = Path(ns.out)
     _check_writable(out, "--out")
     wrt = [w.strip() for w in ns.wrt.split(",") if w.strip()]
-    so = cfg.solve
+    so = family.solve_options(cfg)
+    system = family.derive(cfg)
     value, grads = gradient(
-        derive(cfg.model),
-        init=cfg.init,
-        hyper=cfg.hyper,
+        system,
+        config=cfg,
         wrt=wrt,
-        t1=so.t1,
+        t1=so["t1"],
         observable=ns.observable,
-        lr_tied=cfg.lr_tied,
-        rtol=so.rtol,
-        atol=so.atol,
-        solver=so.solver,
-        max_steps=min(so.max_steps, ns.max_steps),
+        rtol=so["rtol"],
+        atol=so["atol"],
+        solver=so["solver"],
+        max_steps=min(so["max_steps"], ns.max_steps),
     )
     data = {
         "risk": value,
@@ -449,12 +300,7 @@ def cmd_grad(ns) -> int:
         "grad": {
             k: (v if isinstance(v, float) else np.asarray(v).tolist()) for k, v in grads.items()
         },
-        "meta": {
-            "config": cfg.resolved(),
-            "config_file": cfg.source,
-            "versions": _versions(),
-            "wrt": wrt,
-        },
+        "meta": _meta(cfg, family) | {"wrt": wrt},
     }
     _write_json(out, data)
     print(f"{data['observable']} = {value:.6e}")
@@ -464,38 +310,32 @@ def cmd_grad(ns) -> int:
 
 
 def cmd_optimize_schedule(ns) -> int:
-
-    from ._derive import derive
     from ._schedule import Schedule, optimize_schedule
-    from ._simulate import simulate
-    from ._solve import solve
 
-    cfg = _load(ns)
+    cfg, family = _load(ns)
     outdir = _outdir(ns.out)
     if ns.N < 1 or ns.seeds < 1:
         raise ConfigError(f"--N and --seeds must be positive integers, got {ns.N} and {ns.seeds}")
-    so = cfg.solve
-    system = derive(cfg.model)
+    if family.schedule_param is None:
+        family.refuse("optimize-schedule")
+    family.schedule_value(cfg)
+    options = _options(ns, family)
+    family.check_simulation(cfg, options)  # the simulation's flags, before the optimisation
+    so = family.solve_options(cfg)
+    system = family.derive(cfg)
     t0 = time.perf_counter()
     res = optimize_schedule(
-        system, init=cfg.init, hyper=cfg.hyper, t1=so.t1, pieces=ns.pieces, steps=ns.steps
+        system, config=cfg, t1=so["t1"], pieces=ns.pieces, steps=ns.steps
     )
     t_opt = time.perf_counter() - t0
     sched = res["schedule"]
     const = Schedule.constant(res["best_constant_lr"])
-    kw = dict(init=cfg.init, hyper=cfg.hyper, t1=so.t1, n_save=so.n_save, spacing="linear")
-    ode_opt = solve(system, lr_schedule=sched, **kw)
-    ode_const = solve(system, lr_schedule=const, **kw)
+    kw = {"n_save": so["n_save"], "spacing": "linear"}
+    ode_opt = family.solve(system, cfg, schedule=sched, **kw)
+    ode_const = family.solve(system, cfg, schedule=const, **kw)
     sims = {}
     for name, s in (("optimised", sched), ("constant", const)):
-        sims[name] = simulate(
-            cfg.model,
-            N=ns.N,
-            seeds=ns.seeds,
-            seed=ns.seed,
-            lr_schedule=s,
-            **_simulate_kwargs(cfg) | {"n_save": so.n_save, "spacing": "linear"},
-        )
+        sims[name] = family.simulate(cfg, options=options, schedule=s, **kw)
 
     # the last 10% of the run, averaged over seeds and save times: the simulated final risk
     def tail(sim):
@@ -508,6 +348,7 @@ def cmd_optimize_schedule(ns) -> int:
     (m_opt, se_opt), (m_const, se_const) = tail(sims["optimised"]), tail(sims["constant"])
     k = max(1, len(ode_opt.t) // 10)
     data = {
+        "parameter": family.schedule_param,
         "pieces": ns.pieces,
         "edges": sched.edges.tolist(),
         "schedule": sched.values.tolist(),
@@ -536,18 +377,14 @@ def cmd_optimize_schedule(ns) -> int:
         "risk_sim_optimised": sims["optimised"].risk_mean.tolist(),
         "risk_sim_constant": sims["constant"].risk_mean.tolist(),
         "t_sim": sims["optimised"].t.tolist(),
-        "meta": {
-            "config": cfg.resolved(),
-            "config_file": cfg.source,
-            "versions": _versions(),
-            "optimisation_seconds": t_opt,
-        },
+        "meta": _meta(cfg, family) | {"optimisation_seconds": t_opt},
     }
     _write_json(outdir / "schedule.json", data)
-    _plot_schedule(data, outdir / "schedule.png")
+    _plot_schedule(data, outdir / "schedule.png", label=family.schedule_param)
     print(
-        f"ODE risk(t1): optimised schedule {res['risk_optimised']:.4e} vs best constant "
-        f"eta={res['best_constant_lr']:.3g}: {res['risk_best_constant']:.4e}"
+        f"ODE risk(t1): optimised schedule of {family.schedule_param} "
+        f"{res['risk_optimised']:.4e} vs best constant "
+        f"{res['best_constant_lr']:.3g}: {res['risk_best_constant']:.4e}"
     )
     print(
         f"simulation (N={ns.N}, {ns.seeds} seeds, last 10% of the run): optimised {m_opt:.4e} ± {se_opt:.1e} "
@@ -558,7 +395,7 @@ def cmd_optimize_schedule(ns) -> int:
     return 0
 
 
-def _plot_schedule(data, path) -> None:
+def _plot_schedule(data, path, *, label: str = "learning rate η(t)") -> None:
     from ._plot import _pyplot
 
     plt = _pyplot()
@@ -567,7 +404,7 @@ def _plot_schedule(data, path) -> None:
     axes[0].stairs(data["schedule"], edges, label="optimised", lw=2)
     axes[0].axhline(data["best_constant_lr"], color="k", ls="--", label="best constant")
     axes[0].set_xlabel("t")
-    axes[0].set_ylabel("learning rate η(t)")
+    axes[0].set_ylabel(label)
     axes[0].legend()
     ax = axes[1]
     ax.plot(data["t"], data["risk_ode_optimised"], "C0--", lw=2, label="ODE, optimised")
@@ -609,7 +446,6 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("simulate", help="train finite networks with online SGD, write JSON")
     m.add_argument("config")
     m.add_argument("--N", type=int, required=True, help="input dimension")
-    m.add_argument("--width", help="hidden units p (model.kind = 'meanfield' only)")
     m.add_argument("--seeds", type=int, default=8)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument(
@@ -618,12 +454,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: float64 on CPU, float32 on GPU",
     )
-    m.add_argument(
-        "--test-samples",
-        type=int,
-        default=0,
-        help="Monte Carlo test error on this many held-out samples",
-    )
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_simulate)
     v = sub.add_parser("validate", help="ODE against simulations at several N; report.json + plots")
@@ -631,11 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--N", required=True, help="comma-separated input dimensions, e.g. 500,1000,2000"
     )
-    v.add_argument("--width", help="comma-separated hidden units p (model.kind = 'meanfield' only)")
     v.add_argument("--seeds", type=int, default=8)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--dtype", choices=["float32", "float64"], default=None)
-    v.add_argument("--test-samples", type=int, default=0)
     v.add_argument(
         "--z-tol", type=float, default=5.0, help="allowed deviation in seed standard errors"
     )
@@ -698,7 +526,23 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--out", required=True, help="output directory")
     o.set_defaults(func=cmd_optimize_schedule)
+    _family_flags({"simulate": m, "validate": v, "optimize-schedule": o, "solve": s, "derive": d})
+    _family_flags({"sweep": w, "grad": gr})
     return p
+
+
+def _family_flags(parsers: dict) -> None:
+    """Register every family's own flags on the command parsers (a flag shared by several
+    families is registered once)."""
+    from ._families import all_families
+
+    for command, parser in parsers.items():
+        seen = set()
+        for family in all_families():
+            for flag in family.flags.get(command, ()):
+                if flag.dest not in seen:
+                    seen.add(flag.dest)
+                    parser.add_argument(*flag.names, **flag.options)
 
 
 def expose_cpu_cores() -> None:
@@ -717,9 +561,39 @@ def expose_cpu_cores() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}".strip()
 
 
+def enable_compilation_caches() -> None:
+    """Keep compiled solves between runs, in the hildlimits cache directory
+    (:func:`hildlimits.cache_dir`, safe to delete): JAX's persistent compilation cache in
+    ``xla/`` (every executable, however quick to compile; unless ``jax_compilation_cache_dir`` is
+    already set), and the exported (traced and lowered) solves in ``export/``
+    (:mod:`hildlimits._export`), so that a repeated command neither traces nor compiles its
+    solve. The command line's choice, never made at library import;
+    ``HILDLIMITS_NO_COMPILATION_CACHE=1`` turns both off."""
+    if os.environ.get("HILDLIMITS_NO_COMPILATION_CACHE", "") not in ("", "0"):
+        return
+    import jax
+
+    from . import _export
+    from ._cache import cache_dir
+
+    if not jax.config.jax_compilation_cache_dir:
+        xla = cache_dir() / "xla"
+        try:
+            xla.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # an unusable cache only costs time (JAX would warn on every read)
+        else:
+            jax.config.update("jax_compilation_cache_dir", str(xla))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    _export.enable()
+
+
 def entry() -> int:
-    """The ``hildlimits`` console command: :func:`expose_cpu_cores`, then :func:`main`."""
+    """The ``hildlimits`` console command: :func:`expose_cpu_cores` and
+    :func:`enable_compilation_caches`, then :func:`main`."""
     expose_cpu_cores()
+    enable_compilation_caches()
     return main()
 
 

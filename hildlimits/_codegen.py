@@ -8,6 +8,7 @@ evaluation on a :class:`~hildlimits._runtime.Grid`, so the source does not grow 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import linecache
 import types
@@ -282,6 +283,17 @@ def _shared_calls(entry) -> list[tuple[str, object, tuple[int, ...], tuple[tuple
     return out
 
 
+def function_source(
+    name: str, args, expr: sp.Expr, doc: str, printer: _Printer, result: str = "{0}"
+) -> list[str]:
+    """Source lines of ``def name(args): return expr`` printed by ``printer`` (numerical
+    expectations become calls of functions collected in ``printer.primitives``; SymPy CSE);
+    ``result`` formats the returned expression (e.g. :data:`_WEIGHTED_SUM` for a quadrature over
+    a trailing node axis set up by lines the caller inserts after the docstring)."""
+    lines = [f"def {name}({', '.join(args)}):", f'    """{doc}"""']
+    return lines + _cse_body([expr], printer, result)
+
+
 def _expectation_function(entry, printer: _Printer, shared: list) -> list[str]:
     """Source of an expectation function; the values of the ``shared`` calls (see
     :func:`_shared_calls`) may be passed in by the caller."""
@@ -417,13 +429,21 @@ def generate_source(system) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def load_module(system) -> types.ModuleType:
-    """Compile :attr:`ODESystem.source` into a module (source registered for tracebacks)."""
-    source = system.source
-    key = header(system)["key"]
-    filename = f"<hildlimits-generated-{key[:12]}>"
+def load_module(
+    system=None, *, source: str | None = None, key: str | None = None, kind: str = "generated"
+) -> types.ModuleType:
+    """Compile generated source into a module (source registered for tracebacks): that of
+    :attr:`ODESystem.source` (``system``), or ``source`` under the name ``key`` (``kind`` tags the
+    file name, e.g. ``"meanfield"``; ``key`` defaults to a hash of the source)."""
+    if system is not None:
+        source, key = system.source, header(system)["key"]
+    if source is None:
+        raise TypeError("load_module needs a system or a source")
+    if key is None:
+        key = hashlib.sha256(source.encode()).hexdigest()
+    filename = f"<hildlimits-{kind}-{key[:12]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    module = types.ModuleType(f"hildlimits_generated_{key[:12]}")
+    module = types.ModuleType(f"hildlimits_{kind}_{key[:12]}")
     module.__file__ = filename
     exec(compile(source, filename, "exec"), module.__dict__)
     return module

@@ -14,14 +14,31 @@ The steps, all done by SymPy on index templates (``K`` and ``M`` stay symbolic):
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass, field
 
-import sympy as sp
-
-from . import _symbolic as S
-from ._activations import X, get_activation
-from ._gaussian import DEFAULT_LINE_NODES, DEFAULT_MIXTURE_NODES, KINKS, gaussian_expectation
+from . import _activations as A  # its symbol ``X`` imports SymPy on first use
+from ._activations import get_activation
 from ._model import Committee
+
+
+class _LazyModule:
+    """A module imported on first attribute access, which then takes this placeholder's place
+    among this module's globals. SymPy and the engine built on it cost ~1 s to import; a cached
+    derivation (:func:`derive` reading :mod:`hildlimits._cache`) never needs them."""
+
+    def __init__(self, alias: str, name: str):
+        self._alias, self._name = alias, name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        globals()[self._alias] = module
+        return getattr(module, attr)
+
+
+sp = _LazyModule("sp", "sympy")
+S = _LazyModule("S", "hildlimits._symbolic")
+G = _LazyModule("G", "hildlimits._gaussian")  # the Gaussian-expectation engine
 
 DEFAULT_GH_NODES = {1: 96, 2: 48, 3: 32, 4: 20}
 """Gauss--Hermite nodes per dimension, by number of fields, for expectations without a closed
@@ -98,9 +115,42 @@ class ODESystem:
     expectations: tuple[ExpectationEntry, ...]
     _jax: dict = field(default_factory=dict, repr=False, compare=False)
 
+    # --- loading --------------------------------------------------------------
+    @classmethod
+    def _cached(
+        cls, *, structure: dict, load, state_variables, observable_names, source: str
+    ) -> ODESystem:
+        """A system read from the derivation cache: ``equations``, ``observables`` and
+        ``expectations`` come from ``load()`` on first access (parsing them imports SymPy);
+        ``structure``, the names, :attr:`source` and :attr:`module` do not need them."""
+        system = object.__new__(cls)
+        for name, value in (
+            ("structure", structure),
+            ("_jax", {"source": source}),
+            ("_pending", load),
+            ("_names", (tuple(state_variables), tuple(observable_names))),
+        ):
+            object.__setattr__(system, name, value)
+        return system
+
+    def __getattr__(self, name: str):
+        # only reached for attributes not set yet: the parts of a cached system
+        pending = self.__dict__.get("_pending")
+        if pending is None or name not in ("equations", "observables", "expectations"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        equations, observables, expectations = pending()
+        object.__setattr__(self, "equations", tuple(equations))
+        object.__setattr__(self, "observables", tuple(observables))
+        object.__setattr__(self, "expectations", tuple(expectations))
+        del self.__dict__["_pending"]
+        return self.__dict__[name]
+
     # --- description -------------------------------------------------------
     @property
     def state_variables(self) -> tuple[str, ...]:
+        names = self.__dict__.get("_names")
+        if names is not None:
+            return names[0]
         return tuple(eq.name for eq in self.equations)
 
     @property
@@ -114,6 +164,9 @@ class ODESystem:
 
     @property
     def observable_names(self) -> tuple[str, ...]:
+        names = self.__dict__.get("_names")
+        if names is not None:
+            return names[1]
         return tuple(o.name for o in self.observables)
 
     def expectation(self, name: str) -> ExpectationEntry:
@@ -134,19 +187,28 @@ class ODESystem:
     @property
     def source(self) -> str:
         """Generated JAX source of the vector field and observables."""
-        from ._codegen import generate_source
-
         if "source" not in self._jax:
+            from ._codegen import generate_source
+
             self._jax["source"] = generate_source(self)
         return self._jax["source"]
 
     @property
     def module(self):
         """The generated module (``vector_field(t, y, args)``, ``risk(y, args)``)."""
-        from ._codegen import load_module
-
         if "module" not in self._jax:
-            self._jax["module"] = load_module(self)
+            import sys
+
+            if "source" in self._jax and "hildlimits._codegen" not in sys.modules:
+                # cached source: compiled as ``_codegen.load_module`` does, without importing
+                # the code generator (and SymPy)
+                from ._cache import cache_key
+
+                self._jax["module"] = _load_source(self._jax["source"], cache_key(self.structure))
+            else:
+                from ._codegen import load_module
+
+                self._jax["module"] = load_module(self)
         return self._jax["module"]
 
     def write_source(self, path) -> None:
@@ -154,6 +216,19 @@ class ODESystem:
         from pathlib import Path
 
         Path(path).write_text(self.source)
+
+
+def _load_source(source: str, key: str):
+    """:func:`hildlimits._codegen.load_module` of generated ``source`` with derivation ``key``."""
+    import linecache
+    import types
+
+    filename = f"<hildlimits-generated-{key[:12]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(f"hildlimits_generated_{key[:12]}")
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
+    return module
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -168,17 +243,15 @@ def _fmt_func(label: str, arg: str, latex: bool) -> str:
     return f"{label}({arg})"
 
 
-_FIELD_TEXT = {S.STUDENT: ("λ", r"\lambda"), S.TEACHER: ("ν", r"\nu")}
-
-
 def _term_text(term: Term, exp: ExpectationEntry | None, latex: bool) -> str:
     coeff = sp.latex(term.coeff) if latex else sp.sstr(term.coeff)
     if exp is None:
         body = coeff
     else:
+        field_text = {S.STUDENT: ("λ", r"\lambda"), S.TEACHER: ("ν", r"\nu")}
         args = []
         for lbl, idx, kind in zip(term.func_labels, term.labels, term.kinds, strict=True):
-            fld = _FIELD_TEXT[kind][1 if latex else 0]
+            fld = field_text[kind][1 if latex else 0]
             args.append(_fmt_func(lbl, f"{fld}_{{{idx}}}" if latex else f"{fld}_{idx}", latex))
         ex = (
             (r"\mathbb{E}\left[" + r"\,".join(args) + r"\right]")
@@ -322,16 +395,17 @@ class _Builder:
     def __init__(
         self, student, teacher, quadrature_nodes=None, line_nodes=None, mixture_nodes=None
     ):
+        X = A.X
         self.acts = {S.g: sp.Lambda(X, student.expr), S.gs: sp.Lambda(X, teacher.expr)}
         self.expectations: dict[tuple, ExpectationEntry] = {}
         self.quadrature_nodes = quadrature_nodes
-        self.line_nodes = line_nodes or DEFAULT_LINE_NODES
-        self.mixture_nodes = DEFAULT_MIXTURE_NODES if mixture_nodes is None else mixture_nodes
+        self.line_nodes = line_nodes or G.DEFAULT_LINE_NODES
+        self.mixture_nodes = G.DEFAULT_MIXTURE_NODES if mixture_nodes is None else mixture_nodes
 
     def _slot(self, factor: sp.Expr):
         fld, kind = S.field_of(factor)
         label = _func_label(factor, fld)
-        func = factor.xreplace({fld: X})
+        func = factor.xreplace({fld: A.X})
         for f, lam_ in self.acts.items():
             func = func.replace(f, lam_)
         return sp.simplify(func.doit()), label, fld.indices[0], kind
@@ -339,9 +413,9 @@ class _Builder:
     def _entry(self, funcs: tuple, labels: tuple) -> ExpectationEntry:
         key = funcs
         if key not in self.expectations:
-            e = gaussian_expectation(
+            e = G.gaussian_expectation(
                 list(funcs),
-                X,
+                A.X,
                 line_nodes=self.line_nodes,
                 quadrature_nodes=self.quadrature_nodes or DEFAULT_GH_NODES[len(funcs)],
                 mixture_nodes=self.mixture_nodes,
@@ -448,7 +522,7 @@ def _needs_merging(entry: ExpectationEntry) -> bool:
         return False
     if "sign" in m or "delta" in m:
         return True
-    return "Price line integral" in m and any(f.has(*KINKS) for f in entry.funcs)
+    return "Price line integral" in m and any(f.has(*G.KINKS) for f in entry.funcs)
 
 
 def _partitions(kinds: tuple[str, ...]) -> list[tuple[int, ...]]:

@@ -1,127 +1,63 @@
 r"""Gradients of observables of the ODE solution with respect to parameters and initial
 conditions, by reverse-mode differentiation through diffrax's solve (discretise-then-optimise,
-``RecursiveCheckpointAdjoint``).
+``RecursiveCheckpointAdjoint``), for every family.
 
-Differentiable names: ``training.lr``, ``training.lr_second_layer``, ``model.noise``,
-``model.weight_decay`` (scalars) and ``init.Q``, ``init.R``, ``init.T``, ``init.v``,
-``init.v_teacher`` (arrays; the gradient treats every entry as independent, so for a symmetric
-perturbation ``dQ`` the change of the observable is ``sum_ik G_ik dQ_ik``).
+Each family declares its differentiable names (``Family.differentiable``); the committee's are
+``training.lr``, ``training.lr_second_layer``, ``model.noise``, ``model.weight_decay`` (scalars)
+and ``init.Q``, ``init.R``, ``init.T``, ``init.v``, ``init.v_teacher`` (arrays; the gradient treats
+every entry as independent, so for a symmetric perturbation ``dQ`` the change of the observable is
+``sum_ik G_ik dQ_ik``). The solve has the guards of every solve (:mod:`hildlimits._runner`):
+divergence, a non-finite right-hand side or a blow-up stop it with an error naming the time.
 """
 
 from __future__ import annotations
 
-import diffrax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ._errors import ConfigError, SolveError
-from ._model import Hyperparams, Overlaps
-from ._solve import _SOLVERS, Controller, check_solve_options, problem, scheduled_vector_field
+from . import _runner
+from ._errors import ConfigError
+from ._families import DEFAULT_KIND, family_of, get_family
+from ._runner import OBSERVABLES as OBSERVABLES
 
-SCALARS = {
-    "training.lr": "eta",
-    "training.lr_second_layer": "eta_v",
-    "model.noise": "sigma",
-    "model.weight_decay": "kappa",
-}
-ARRAYS = {
-    "init.Q": ("y", "Q"),
-    "init.R": ("y", "R"),
-    "init.T": ("args", "T"),
-    "init.v": (None, "v"),
-    "init.v_teacher": ("args", "v_teacher"),
-}
-DIFFERENTIABLE = tuple(SCALARS) + tuple(ARRAYS)
-OBSERVABLES = ("final", "mean")
-
-
-def _observable_fn(
-    system,
-    base_y,
-    base_args,
-    *,
-    t1,
-    observable,
-    solver,
-    rtol,
-    atol,
-    max_steps,
-    lr_tied,
-    schedule=None,
-):
-    module = system.module
-    trained = system.structure["train_second_layer"]
-    if schedule is not None:
-        edges = jnp.asarray(schedule[0])
-        base_args = {**base_args, "_sched_edges": edges}
-    vf = scheduled_vector_field(module) if schedule is not None else module.vector_field
-
-    def f(theta):
-        y0 = dict(base_y)
-        args = dict(base_args)
-        for name, val in theta.items():
-            if name in SCALARS:
-                args[SCALARS[name]] = val
-                if name == "training.lr" and lr_tied:
-                    args["eta_v"] = val
-            elif name == "init.v":
-                (y0 if trained else args)["v"] = val
-            elif name == "schedule":
-                args["_sched_values"] = val
-            else:
-                where, key = ARRAYS[name]
-                (y0 if where == "y" else args)[key] = val
-        ts = jnp.linspace(0.0, t1, 401) if observable == "mean" else None
-        saveat = diffrax.SaveAt(ts=ts) if ts is not None else diffrax.SaveAt(t1=True)
-        controller = Controller(rtol=rtol, atol=atol)
-        if schedule is not None and edges.shape[0] > 0:
-            controller = diffrax.ClipStepSizeController(controller, jump_ts=edges)
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vf),
-            _SOLVERS[solver](),
-            t0=0.0,
-            t1=t1,
-            dt0=None,
-            y0=y0,
-            args=args,
-            saveat=saveat,
-            stepsize_controller=controller,
-            max_steps=max_steps,
-        )
-        risks = jax.vmap(lambda y: module.risk(y, args))(sol.ys)
-        if observable == "mean":  # time average by the trapezoidal rule on 401 points
-            return jnp.trapezoid(risks, ts) / t1
-        return risks[-1]
-
-    return f
+DIFFERENTIABLE = tuple(get_family(DEFAULT_KIND).differentiable)
+"""The committee's differentiable names (each family declares its own)."""
 
 
 def gradient(
     system,
     *,
-    init: Overlaps,
-    hyper: Hyperparams,
+    init=None,
+    hyper=None,
+    config=None,
     wrt,
-    t1: float,
+    t1: float | None = None,
     observable: str = "final",
     lr_tied: bool = False,
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
-    solver: str = "tsit5",
+    rtol: float | None = None,
+    atol: float | None = None,
+    solver: str | None = None,
     max_steps: int = 100_000,
 ) -> tuple[float, dict]:
     r"""Value of an observable and its gradient with respect to the names in ``wrt``.
 
     Args:
-        wrt: names from :data:`DIFFERENTIABLE`.
+        system: a derived system of any family.
+        config: the family's config; or, for the committee, ``init`` and ``hyper``.
+        wrt: names from the family's ``differentiable`` (committee: :data:`DIFFERENTIABLE`).
+        t1: final time (default: the config's ``solve.t1``).
         observable: ``"final"`` (risk at ``t1``) or ``"mean"`` (time-averaged risk on ``[0, t1]``,
             trapezoidal rule on 401 points).
-        lr_tied: the second-layer rate equals the first-layer rate (config did not set it).
+        lr_tied: (with ``init``/``hyper``) the second-layer rate equals the first-layer rate.
+        rtol, atol, solver: default: the config's (``1e-10``, ``1e-12``, ``tsit5`` for objects).
         max_steps: step budget of the differentiated solve (memory of the checkpoints grows with it).
 
     Returns:
         ``(value, {name: gradient})`` with floats for scalars and NumPy arrays for arrays.
+
+    Raises:
+        ConfigError: bad names or options. SolveError: the dynamics diverged, blew up or ran out of
+        steps before ``t1`` (the message names the time).
 
     Example:
         >>> import hildlimits as hl
@@ -129,19 +65,31 @@ def gradient(
         >>> init = hl.Overlaps.for_model(m, Q=[[0.3]], R=[[0.05]], T=[[1.0]])
         >>> val, g = gradient(hl.derive(m), init=init, hyper=hl.Hyperparams(lr=0.4), wrt=["training.lr"], t1=5.0)
     """
+    family = family_of(system)
+    if config is None:
+        if init is None or hyper is None:
+            raise TypeError("gradient needs config=, or init= and hyper= (committee)")
+        config = family.from_objects(system=system, init=init, hyper=hyper, lr_tied=lr_tied)
+    so = family.solve_options(config)
+    t1 = so["t1"] if t1 is None else t1
+    rtol = so["rtol"] if rtol is None else rtol
+    atol = so["atol"] if atol is None else atol
+    solver = so["solver"] if solver is None else solver
     wrt = list(wrt)
+    names = tuple(family.differentiable)
     if not wrt:
         raise ConfigError("--wrt needs at least one name")
     for name in wrt:
-        if name not in DIFFERENTIABLE:
+        if name not in names:
             raise ConfigError(
-                f"--wrt name must be one of {', '.join(DIFFERENTIABLE)}; got {name!r}"
+                f"--wrt name must be one of {', '.join(names)} for model.kind = "
+                f"{family.kind!r}; got {name!r}"
             )
     if len(set(wrt)) != len(wrt):
         raise ConfigError(f"--wrt lists a name twice: {wrt}")
     if observable not in OBSERVABLES:
         raise ConfigError(f"observable must be one of {OBSERVABLES}, got {observable!r}")
-    check_solve_options(
+    _runner.check_solve_options(
         t1=t1,
         n_save=2,
         spacing="linear",
@@ -150,59 +98,40 @@ def gradient(
         atol=atol,
         solver=solver,
         max_steps=max_steps,
-        divergence_bound=1e8,
+        divergence_bound=so["divergence_bound"],
         steady_state=None,
     )
-    y0, args = problem(system, init, hyper)
-    theta = {}
-    for name in wrt:
-        if name in SCALARS:
-            theta[name] = np.float64(args[SCALARS[name]])
-        elif name == "init.v":
-            theta[name] = np.asarray(init.v, np.float64)
-        else:
-            where, key = ARRAYS[name]
-            theta[name] = np.asarray((y0 if where == "y" else args)[key], np.float64)
-    key = (
-        "grad",
-        init.K,
-        init.M,
-        tuple(wrt),
-        float(t1),
-        observable,
-        solver,
-        max_steps,
-        lr_tied,
-        rtol,
-        atol,
-    )
     with jax.enable_x64(True):
-        if key not in system._jax:
+        theta, base, build, static = family.parameters(system, config, wrt)
+        dyn = family.dynamics(system, config)
+        key = ("grad", *dyn.key, *static, tuple(wrt), float(t1), observable, solver)
+        key += (max_steps, float(rtol), float(atol))
+        if key not in dyn.cache:
 
-            def fg(theta, y0, args):
-                g = _observable_fn(
-                    system,
-                    y0,
-                    args,
-                    t1=float(t1),
-                    observable=observable,
-                    solver=solver,
-                    rtol=rtol,
-                    atol=atol,
-                    max_steps=max_steps,
-                    lr_tied=lr_tied,
-                )
-                return jax.value_and_grad(g)(theta)
+            def fg(theta, base):
+                def f(theta):
+                    y0, args = build(theta, base)
+                    return _runner.final_value(
+                        dyn.vector_field,
+                        dyn.risk,
+                        y0,
+                        args,
+                        t1=float(t1),
+                        observable=observable,
+                        solver=solver,
+                        rtol=rtol,
+                        atol=atol,
+                        max_steps=max_steps,
+                    )
 
-            system._jax[key] = jax.jit(fg)
-        value, grads = system._jax[key](theta, y0, args)
+                return jax.value_and_grad(f, has_aux=True)(theta)
+
+            dyn.cache[key] = jax.jit(fg)
+        (value, info), grads = dyn.cache[key](theta, base)
         value = float(value)
         grads = {
             k: (float(v) if np.ndim(v) == 0 else np.asarray(v))
             for k, v in jax.device_get(grads).items()
         }
-    if not np.isfinite(value) or not all(np.all(np.isfinite(g)) for g in grads.values()):
-        raise SolveError(
-            "the differentiated solve produced non-finite values (diverging dynamics, or max_steps too small)"
-        )
+    _runner.check_differentiated(value, grads, info, t1=float(t1), max_steps=max_steps)
     return value, grads

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -33,9 +32,11 @@ from ._meanfield import (
     _pairwise_terms,
     derive_meanfield,
 )
-from ._model import _real
+from ._runner import RunStatus, Status
 from ._simulate import SeedStatistics
 from ._solve import check_solve_options, save_times
+from ._validators import integer_at_least as _int
+from ._validators import real as _real
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +93,7 @@ def _block(d: int) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _kernels(activation, teacher_activation, d, p, dtype, trained):
+def _kernels(activation, teacher_activation, d, p, dtype, trained, schedule=False):
     g = get_activation(activation).jax_function(0)
     dg = get_activation(activation).jax_function(1)
     gs = get_activation(teacher_activation).jax_function(0)
@@ -118,7 +119,12 @@ def _kernels(activation, teacher_activation, d, p, dtype, trained):
                 ok = jnp.isfinite(err) & (jnp.abs(err) < prm["bound"])
                 W = W - (eta / sqd) * (err * a * dg(lam))[:, None] * x[None, :]
                 if trained:
-                    a = a - (eta_a / d) * err * gl
+                    if schedule:  # piecewise-constant eta_a(tau), tau = eta * s / d
+                        k = jnp.searchsorted(prm["sched_edges"], eta * s / d, side="right")
+                        rate = prm["sched_values"][k]
+                    else:
+                        rate = eta_a
+                    a = a - (rate / d) * err * gl
                 div = jnp.where((div < 0) & ~ok, s, div)
                 return W, a, div
 
@@ -153,12 +159,6 @@ def risk_of_overlaps(system, Q, r, a, T, v_teacher):
     )
 
 
-def _int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def simulate_meanfield(
     model: MeanField,
     *,
@@ -176,6 +176,7 @@ def simulate_meanfield(
     t_first: float | None = None,
     dtype: str | None = None,
     divergence_bound: float = 1e8,
+    lr_second_layer_schedule=None,
 ) -> MeanFieldSimulation:
     r"""Train ``seeds`` networks of width ``width`` and input dimension ``d`` in mean-field scaling.
 
@@ -190,6 +191,9 @@ def simulate_meanfield(
         dtype: ``"float64"`` (default on CPU) or ``"float32"``.
         divergence_bound: ``|yhat - y|`` above this, or non-finite, ends the run
             (``"diverged at step s (t=...)"``).
+        lr_second_layer_schedule: a :class:`~hildlimits.Schedule` of the readout learning rate
+            ``eta_a`` over ``tau`` (replaces ``lr_second_layer``), applied at
+            ``tau = eta * step / d``.
 
     Returns:
         :class:`MeanFieldSimulation`.
@@ -251,12 +255,19 @@ def simulate_meanfield(
         a_l.append(init.second_layer(width, seed=int(rng.integers(2**31))))
     system = derive_meanfield(model)
     rec = {"r": [], "q": [], "a": [], "risk": [], "off": []}
-    done, status = [], "ok"
+    done, status = [], RunStatus.of(Status.OK)
     t_start = time.perf_counter()
     with jax.enable_x64(True), jax.threefry_partitionable(False):
         jdt = jnp.dtype(dtype)
+        sched = lr_second_layer_schedule
         advance, overlaps = _kernels(
-            model.activation, model.teacher_activation, d, width, jdt, model.train_second_layer
+            model.activation,
+            model.teacher_activation,
+            d,
+            width,
+            jdt,
+            model.train_second_layer,
+            sched is not None and model.train_second_layer,
         )
         W = jnp.asarray(np.stack(W_l), jdt)
         Ws = jnp.asarray(np.stack(Ws_l), jdt)
@@ -270,6 +281,9 @@ def simulate_meanfield(
             "sigma": jnp.asarray(sigma, jdt),
             "bound": jnp.asarray(divergence_bound, jdt),
         }
+        if sched is not None and model.train_second_layer:
+            prm["sched_edges"] = jnp.asarray(sched.edges, jdt)
+            prm["sched_values"] = jnp.asarray(sched.values, jdt)
         T = np.asarray(init.T, np.float64)
         vt = np.asarray(init.v_teacher, np.float64)
         Tinv = np.linalg.inv(T)
@@ -288,7 +302,7 @@ def simulate_meanfield(
             dn = np.asarray(div)
             if np.any(dn >= 0) or not np.all(np.isfinite(Qn)):
                 s_bad = int(dn[dn >= 0].min()) if np.any(dn >= 0) else current
-                status = f"diverged at step {s_bad} (t={s_bad * eta / d:.6g})"
+                status = RunStatus.diverged_at_step(s_bad, s_bad * eta / d)
                 break
             rec["r"].append(Rn)
             rec["q"].append(np.diagonal(Qn, axis1=1, axis2=2).copy())

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass, field
 
@@ -17,29 +16,10 @@ import numpy as np
 
 from ._activations import get_activation
 from ._errors import ConfigError
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _real(name: str, value: object, *, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    if nonnegative and value < 0:
-        raise ConfigError(f"{name} must be non-negative, got {value!r}")
-    return value
-
-
-def _bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
+from ._validators import boolean as _bool
+from ._validators import matrix as _matrix
+from ._validators import positive_int as _positive_int
+from ._validators import real as _real
 
 
 @dataclass(frozen=True)
@@ -145,21 +125,6 @@ class Hyperparams:
             "sigma": self.noise,
             "kappa": self.weight_decay,
         }
-
-
-def _matrix(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{name} must be a numeric array of shape {shape}, got {value!r}"
-        ) from None
-    if arr.shape != shape:
-        raise ConfigError(f"{name} must have shape {shape}, got shape {arr.shape}: {value!r}")
-    if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    arr.setflags(write=False)
-    return arr
 
 
 @dataclass(frozen=True, eq=False)

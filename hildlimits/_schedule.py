@@ -70,9 +70,10 @@ class Schedule:
 def optimize_schedule(
     system,
     *,
-    init,
-    hyper,
-    t1: float,
+    init=None,
+    hyper=None,
+    config=None,
+    t1: float | None = None,
     pieces: int = 20,
     steps: int = 150,
     learning_rate: float = 0.05,
@@ -82,16 +83,30 @@ def optimize_schedule(
     max_steps: int = 100_000,
     progress: Callable[[int, float], None] | None = None,
 ) -> dict:
-    """Minimise risk(t1) over a ``pieces``-piece schedule; returns a dict with the optimised
-    :class:`Schedule`, the best constant rate, both risks, and the loss history."""
+    """Minimise risk(t1) over a ``pieces``-piece schedule of the family's scheduled parameter
+    (``Family.schedule_param``: the committee's first-layer rate ``training.lr``, the mean
+    field's readout rate ``training.lr_second_layer``); returns a dict with the optimised
+    :class:`Schedule`, the best constant value, both risks, and the loss history.
+
+    ``config``: the family's config; or, for the committee, ``init`` and ``hyper``.
+    """
     import jax
     import jax.numpy as jnp
     import optax
 
-    from ._grad import _observable_fn
-    from ._solve import problem
+    from . import _runner
+    from ._families import family_of
     from ._sweep import sweep
 
+    family = family_of(system)
+    if family.schedule_param is None:
+        family.refuse("optimize-schedule")
+    if config is None:
+        if init is None or hyper is None:
+            raise TypeError("optimize_schedule needs config=, or init= and hyper= (committee)")
+        config = family.from_objects(system=system, init=init, hyper=hyper)
+    family.schedule_value(config)  # refuses configs without the parameter
+    t1 = family.solve_options(config)["t1"] if t1 is None else t1
     if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
         raise ConfigError(f"--pieces must be a positive integer, got {pieces!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -103,9 +118,8 @@ def optimize_schedule(
     )
     res = sweep(
         system,
-        init=init,
-        hyper=hyper,
-        params={"training.lr": list(grid)},
+        config=config,
+        params={family.schedule_param: list(grid)},
         t1=t1,
         n_save=2,
         spacing="linear",
@@ -121,35 +135,42 @@ def optimize_schedule(
         raise ConfigError("no constant learning rate on the grid converged; adjust the grid")
 
     edges = np.linspace(0.0, t1, pieces + 1)[1:-1]
-    y0, args = problem(system, init, hyper)
     history = []
     with jax.enable_x64(True):
-        f = _observable_fn(
-            system,
-            y0,
-            args,
-            t1=float(t1),
-            observable="final",
-            solver="tsit5",
-            rtol=rtol,
-            atol=atol,
-            max_steps=max_steps,
-            lr_tied=False,
-            schedule=(edges,),
-        )
+        dyn = family.dynamics(system, config, schedule=True)
+        y0, args = family.initial(system, config)
+        args = {**args, "_sched_edges": edges}
+        solver = family.solve_options(config)["solver"]
 
         @jax.jit
-        def loss_and_grad(log_eta):
-            return jax.value_and_grad(lambda le: f({"schedule": jnp.exp(le)}))(log_eta)
+        def loss_and_grad(log_eta, y0, args):
+            def f(le):
+                a = {**args, "_sched_values": jnp.exp(le)}
+                value, info = _runner.final_value(
+                    dyn.vector_field,
+                    dyn.risk,
+                    y0,
+                    a,
+                    t1=float(t1),
+                    observable="final",
+                    solver=solver,
+                    rtol=rtol,
+                    atol=atol,
+                    max_steps=max_steps,
+                    schedule=dyn.schedule,
+                )
+                return jnp.where(info["ok"], value, jnp.inf)  # a stopped solve: no descent
+
+            return jax.value_and_grad(f)(log_eta)
 
         opt = optax.adam(learning_rate)
         theta = jnp.full(pieces, math.log(best_lr))
         state = opt.init(theta)
         best_theta, best_loss = theta, np.inf
         for it in range(steps):
-            loss, g = loss_and_grad(theta)
+            loss, g = loss_and_grad(theta, y0, args)
             loss = float(loss)
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) or not bool(jnp.all(jnp.isfinite(g))):
                 break
             history.append(loss)
             if loss < best_loss:
@@ -161,6 +182,7 @@ def optimize_schedule(
     schedule = Schedule(edges=edges, values=np.exp(np.asarray(best_theta)))
     return {
         "schedule": schedule,
+        "parameter": family.schedule_param,
         "risk_optimised": float(best_loss),
         "best_constant_lr": best_lr,
         "risk_best_constant": best_risk,

@@ -31,7 +31,9 @@ from ._activations import get_activation
 from ._derive import derive
 from ._errors import ConfigError
 from ._model import Committee, Hyperparams, Overlaps
+from ._runner import RunStatus, Status
 from ._solve import save_times
+from ._validators import positive_int as _positive_int
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class SeedStatistics:
 
     @property
     def diverged(self) -> bool:
-        return self.status.startswith("diverged")
+        return RunStatus.parse(self.status).diverged
 
     @property
     def risk_mean(self) -> np.ndarray:
@@ -269,12 +271,6 @@ def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool
 # ----------------------------------------------------------------------------- entry point
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def simulate(
     model: Committee,
     *,
@@ -424,7 +420,7 @@ def simulate(
         )(jnp.arange(seeds))
         rec = {"Q": [], "R": [], "v": [], "risk": [], "test": []}
         T_seeds = None
-        status = "ok"
+        status = RunStatus.of(Status.OK)
         done_steps: list[int] = []
         show = sys.stderr.isatty() if progress is None else progress
         bar = None
@@ -463,13 +459,13 @@ def simulate(
                 div_np = np.asarray(div)
                 if np.any(div_np >= 0):
                     s_bad = int(div_np[div_np >= 0].min())
-                    status = f"diverged at step {s_bad} (t={s_bad / N:.6g})"
+                    status = RunStatus.diverged_at_step(s_bad, s_bad / N)
                     break
                 if (
                     not np.all(np.isfinite(Qn))
                     or np.abs(np.diagonal(Qn, axis1=1, axis2=2)).max() > divergence_bound * scale
                 ):
-                    status = f"diverged at step {current} (t={current / N:.6g})"
+                    status = RunStatus.diverged_at_step(current, current / N)
                     break
                 rec["Q"].append(Qn)
                 rec["R"].append(Rn)
@@ -487,7 +483,7 @@ def simulate(
                     checkpoint(partial("running"))
                     last_ckpt = time.monotonic()
         except KeyboardInterrupt:
-            status = f"interrupted at t={current / N:.6g}"
+            status = RunStatus.of(Status.INTERRUPTED, current / N)
         finally:
             if bar is not None:
                 bar.close()

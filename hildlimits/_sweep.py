@@ -25,6 +25,7 @@ local devices, and writes them to the shared output directory; process 0 merges 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -42,18 +43,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import _runner
 from ._errors import ConfigError
-from ._model import Hyperparams, Overlaps
-from ._solve import check_solve_options, compiled, problem, save_times, status_of
+from ._families import DEFAULT_KIND, family_of, get_family
+from ._io import write_json
+from ._runner import RunStatus, Status, check_solve_options, save_times
 
-HYPER_PARAMS = {
-    "training.lr": "lr",
-    "training.lr_second_layer": "lr_second_layer",
-    "model.noise": "noise",
-    "model.weight_decay": "weight_decay",
-}
-INIT_FACTORS = ("init.Q", "init.R", "init.v", "init.v_teacher")
-SWEEPABLE = tuple(HYPER_PARAMS) + INIT_FACTORS
+SWEEPABLE = tuple(get_family(DEFAULT_KIND).sweepable)
+"""The committee's sweep names (each family declares its own: ``Family.sweepable``)."""
 SPREADS = ("batches", "mesh")
 
 
@@ -64,12 +61,15 @@ def default_batch_size() -> int:
     return 128 if jax.default_backend() == "cpu" else 1024
 
 
-def parse_param(spec: str) -> tuple[str, list[float]]:
-    """``name=a:b:n`` (linear), ``name=log:a:b:n`` (geometric) or ``name=x,y,z`` (list).
+def parse_param(spec: str, family=None) -> tuple[str, list[float]]:
+    """``name=a:b:n`` (linear), ``name=log:a:b:n`` (geometric) or ``name=x,y,z`` (list), with
+    ``name`` one of ``family.sweepable`` (default: the committee's).
 
-    ``init.Q``, ``init.R``, ``init.v``, ``init.v_teacher`` are *factors* multiplying the
-    configured initial values.
+    The committee's ``init.Q``, ``init.R``, ``init.v``, ``init.v_teacher`` are *factors*
+    multiplying the configured initial values.
     """
+    family = get_family(DEFAULT_KIND) if family is None else family
+    sweepable = tuple(family.sweepable)
     if "=" not in spec:
         raise ConfigError(
             f"--param must look like name=a:b:n, name=log:a:b:n or name=x,y,z; got {spec!r}"
@@ -77,8 +77,11 @@ def parse_param(spec: str) -> tuple[str, list[float]]:
     name, values = (x.strip() for x in spec.split("=", 1))
     if name == "solve.t1":
         raise ConfigError("--param solve.t1 cannot be swept (all points share the save times)")
-    if name not in SWEEPABLE:
-        raise ConfigError(f"--param name must be one of {', '.join(SWEEPABLE)}; got {name!r}")
+    if name not in sweepable:
+        raise ConfigError(
+            f"--param name must be one of {', '.join(sweepable)} for model.kind = "
+            f"{family.kind!r}; got {name!r}"
+        )
     try:
         if values.startswith("log:"):
             a, b, n = values[4:].split(":")
@@ -131,33 +134,6 @@ class SweepResult:
         }
 
 
-def point_problem(init: Overlaps, hyper: Hyperparams, point: dict, lr_tied: bool):
-    """Overlaps and hyper-parameters of one grid point (``None`` overlaps: not realisable)."""
-    h = {
-        "lr": hyper.lr,
-        "lr_second_layer": hyper.lr_second_layer,
-        "noise": hyper.noise,
-        "weight_decay": hyper.weight_decay,
-    }
-    for name, value in point.items():
-        if name in HYPER_PARAMS:
-            h[HYPER_PARAMS[name]] = value
-    if lr_tied and "training.lr_second_layer" not in point:
-        h["lr_second_layer"] = h["lr"]
-    hp = Hyperparams(**h)
-    f = {name: point.get(name, 1.0) for name in INIT_FACTORS}
-    Q, R, v, vt = (
-        init.Q * f["init.Q"],
-        init.R * f["init.R"],
-        init.v * f["init.v"],
-        init.v_teacher * f["init.v_teacher"],
-    )
-    joint = np.block([[Q, R], [R.T, init.T]])
-    if np.linalg.eigvalsh(joint).min() < -1e-10 * max(1.0, np.abs(joint).max()):
-        return None, hp
-    return Overlaps(Q=Q, R=R, T=init.T, v=v, v_teacher=vt, _checked=True), hp
-
-
 def _sweep_key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :16
@@ -167,18 +143,19 @@ def _sweep_key(payload: dict) -> str:
 def sweep(
     system,
     *,
-    init: Overlaps,
-    hyper: Hyperparams,
+    init=None,
+    hyper=None,
+    config=None,
     params: dict,
-    t1: float,
+    t1: float | None = None,
     n_save: int = 100,
     spacing: str = "log",
     t_first: float | None = None,
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
-    solver: str = "tsit5",
-    max_steps: int = 1_000_000,
-    divergence_bound: float = 1e8,
+    rtol: float | None = None,
+    atol: float | None = None,
+    solver: str | None = None,
+    max_steps: int | None = None,
+    divergence_bound: float | None = None,
     lr_tied: bool = False,
     batch_size: int | None = None,
     shard: bool = True,
@@ -190,9 +167,13 @@ def sweep(
     """Solve ``system`` on the Cartesian grid ``params`` (name -> list of values).
 
     Args:
-        params: ordered mapping from a name in :data:`SWEEPABLE` to its values.
-        lr_tied: the second-layer rate follows the swept first-layer rate (the config did not set
-            it separately).
+        system: a derived system of any family.
+        config: the family's config (e.g. from :func:`hildlimits.load_config`); or, for the
+            committee, ``init`` (:class:`~hildlimits.Overlaps`) and ``hyper``
+            (:class:`~hildlimits.Hyperparams`).
+        params: ordered mapping from a name in the family's ``sweepable`` to its values.
+        lr_tied: (with ``init``/``hyper``) the second-layer rate follows the swept first-layer
+            rate (the config did not set it separately).
         batch_size: points per ``jit(vmap(solve))`` call (default :func:`default_batch_size`;
             with ``spread="mesh"`` rounded up to a multiple of the number of devices).
         shard: use all local devices (``False``: the first one only).
@@ -200,14 +181,28 @@ def sweep(
             split over the devices); see the module docstring.
         store: directory for the partial results of finished batches (resume after an
             interruption; deleted when the sweep completes).
-        Other options as in :func:`hildlimits.solve`.
+        Other options as in :func:`hildlimits.solve` (default: the config's).
     """
+    family = family_of(system)
+    if config is None:
+        if init is None or hyper is None:
+            raise TypeError("sweep needs config=, or init= and hyper= (committee)")
+        config = family.from_objects(system=system, init=init, hyper=hyper, lr_tied=lr_tied)
+    so = family.solve_options(config)
+    given = {"rtol": rtol, "atol": atol, "solver": solver, "max_steps": max_steps}
+    given["divergence_bound"] = divergence_bound
+    opts = {k: (so[k] if v is None else v) for k, v in given.items()}
+    if t1 is None:
+        t1 = so["t1"]
+    rtol, atol, solver = opts["rtol"], opts["atol"], opts["solver"]
+    max_steps, divergence_bound = opts["max_steps"], opts["divergence_bound"]
     if not params:
         raise ConfigError("a sweep needs at least one --param")
     for name in params:
-        if name not in SWEEPABLE:
+        if name not in family.sweepable:
             raise ConfigError(
-                f"sweep parameter must be one of {', '.join(SWEEPABLE)}; got {name!r}"
+                f"sweep parameter must be one of {', '.join(family.sweepable)} for model.kind = "
+                f"{family.kind!r}; got {name!r}"
             )
     check_solve_options(
         t1=t1,
@@ -233,7 +228,15 @@ def sweep(
     grid = list(itertools.product(*[params[n] for n in names]))
     points = [dict(zip(names, values, strict=True)) for values in grid]
     ts = save_times(float(t1), int(n_save), spacing, t_first)
-    problems = [point_problem(init, hyper, p, lr_tied) for p in points]
+    base = dataclasses.replace(
+        config, **_solve_replacement(config, family, divergence_bound=divergence_bound)
+    )
+    problems = []
+    for p in points:
+        try:
+            problems.append((family.with_values(base, p), None))
+        except ConfigError as exc:
+            problems.append((None, str(exc)))
 
     devices = jax.local_devices() if shard else jax.local_devices()[:1]
     nd = len(devices)
@@ -246,11 +249,10 @@ def sweep(
     key = _sweep_key(
         {
             "structure": system.structure,
-            "init": [init.Q, init.R, init.T, init.v, init.v_teacher],
-            "hyper": hyper.as_args(),
+            "config": family.resolved(config),
             "params": params,
             "ts": ts,
-            "opts": [rtol, atol, solver, max_steps, divergence_bound, lr_tied, bs],
+            "opts": [rtol, atol, solver, max_steps, divergence_bound, bs],
         }
     )
     store = Path(store) if store is not None else None
@@ -265,11 +267,11 @@ def sweep(
             done = {}
 
     risk = np.full((len(points), len(ts)), np.nan)
-    status = ["not run"] * len(points)
+    status = [RunStatus.of(Status.NOT_RUN)] * len(points)
     for b, rows in done.items():
         for j, i in enumerate(batches[int(b)]):
             risk[i] = np.array([np.nan if x is None else x for x in rows["risk"][j]])
-            status[i] = rows["status"][j]
+            status[i] = RunStatus.parse(rows["status"][j])
 
     todo = [b for b in mine if str(b) not in done]
     show = (os.isatty(2) if progress is None else progress) and bool(todo)
@@ -279,7 +281,20 @@ def sweep(
 
         bar = tqdm(total=len(todo), unit="batch", desc=f"sweep {len(points)} points")
     with jax.enable_x64(True):
-        run = compiled(system, init.K, init.M, len(ts), solver, max_steps, False, batched=True)
+        dyn = family.dynamics(system, base)
+        run = _runner.compiled(
+            dyn.cache,
+            (*dyn.key, solver, max_steps, False, False),
+            lambda: _runner.build_run(
+                dyn.vector_field,
+                dyn.risk,
+                solver=solver,
+                max_steps=max_steps,
+                risk_event=dyn.risk_event,
+                risk_map=dyn.risk_map,
+            ),
+            batched=True,
+        )
         tols = (np.float64(rtol), np.float64(atol))
         pad = nd if mesh_mode else 1
         sharding = (
@@ -292,12 +307,7 @@ def sweep(
             if not valid:
                 return valid, None
             ys, argss = zip(
-                *[
-                    problem(
-                        system, problems[i][0], problems[i][1], divergence_bound=divergence_bound
-                    )
-                    for i in valid
-                ],
+                *[family.initial(system, problems[i][0]) for i in valid],
                 strict=True,
             )
             n_pad = (-len(valid)) % pad
@@ -318,11 +328,11 @@ def sweep(
                 r = np.array(o["risk"][:-1], np.float64)
                 r[ts > float(o["ts"][-1])] = np.nan
                 r[~np.isfinite(r)] = np.nan
-                risk[i], status[i] = r, status_of(o)
+                risk[i], status[i] = r, _runner.status_of(o)
             idx = batches[b]
             for i in idx:
                 if problems[i][0] is None:
-                    status[i] = "invalid: scaled joint overlap matrix is not positive semi-definite"
+                    status[i] = RunStatus.of(Status.INVALID, detail=problems[i][1])
             done[str(b)] = {
                 "risk": [
                     [None if not math.isfinite(x) else x for x in risk[i].tolist()] for i in idx
@@ -330,7 +340,7 @@ def sweep(
                 "status": [status[i] for i in idx],
             }
             if part_path is not None:
-                _write_atomic(part_path, {"key": key, "batches": done})
+                write_json(part_path, {"key": key, "batches": done})
             if bar is not None:
                 bar.update(1)
 
@@ -357,6 +367,14 @@ def sweep(
         status=status,
         final_risk=final,
     )
+
+
+def _solve_replacement(config, family, *, divergence_bound) -> dict:
+    """The config fields that carry the sweep's divergence bound (the family's solve options)."""
+    so = config.solve
+    if isinstance(so, dict):
+        return {"solve": so | {"divergence_bound": divergence_bound, "steady_state": None}}
+    return {"solve": dataclasses.replace(so, divergence_bound=divergence_bound, steady_state=None)}
 
 
 def _on_devices(todo, devices, solve_batch):
@@ -415,13 +433,6 @@ def _initialize_distributed() -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def _write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def _merge_processes(store, key, batches, risk, status, nproc, timeout=3600.0):
     """Process 0 waits for the other processes' partial files and merges them."""
     if store is None:
@@ -446,7 +457,7 @@ def _merge_processes(store, key, batches, risk, status, nproc, timeout=3600.0):
             rows = data["batches"][b]
             for j, i in enumerate(batches[int(b)]):
                 risk[i] = np.array([np.nan if x is None else x for x in rows["risk"][j]])
-                status[i] = rows["status"][j]
+                status[i] = RunStatus.parse(rows["status"][j])
     return risk, status
 
 
@@ -457,7 +468,7 @@ def plot_sweep(result: SweepResult, path, *, log_time: bool = True) -> None:
 
     plt = _pyplot()
     names = list(result.params)
-    diverged = np.array([s.startswith("diverged") for s in result.status])
+    diverged = np.array([RunStatus.parse(s).diverged for s in result.status])
     if len(names) == 1:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         vals = np.array(result.params[names[0]])

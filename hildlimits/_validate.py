@@ -60,13 +60,13 @@ def ode_for_simulation(system, sim: Simulation, *, hyper, solve_kwargs: dict, sa
 def validate(
     model,
     *,
-    hyper,
+    hyper=None,
     Ns,
     seeds: int = 8,
     seed: int = 0,
     init=None,
     random_init=None,
-    t1: float,
+    t1: float | None = None,
     n_save: int = 100,
     spacing: str = "log",
     t_first: float | None = None,
@@ -76,12 +76,31 @@ def validate(
     dtype: str | None = None,
     progress: bool | None = None,
     divergence_bound: float = 1e8,
+    width=None,
 ) -> tuple[dict, list, list]:
     """Run ODE and simulations for each N in ``Ns``; returns ``(report, simulations, odes)``.
+
+    ``model`` is a :class:`~hildlimits.Committee` (with ``hyper``, ``init`` or ``random_init``,
+    ``t1``, ... as below), or a config of any family (:func:`hildlimits.load_config`), whose own
+    options are then used (``width``: the mean-field family's hidden units, one per ``N`` or
+    one for all).
 
     ``report`` is JSON-ready: ``per_N`` (one dict per N), ``finite_size_exponent``,
     ``tolerance``, ``passed``, ``reason``. ``odes[i]`` is the list of ODE trajectories for ``Ns[i]``.
     """
+    if getattr(model, "kind", None) is not None:  # a config: its family validates
+        from ._families import family_of
+
+        options = {"Ns": list(Ns), "seeds": seeds, "seed": seed, "dtype": dtype}
+        options |= {"test_samples": test_samples, "width": width, "progress": progress}
+        if width is not None and not isinstance(width, str):
+            options["width"] = ",".join(str(int(w)) for w in np.atleast_1d(width))
+        report, (sims, odes) = family_of(model).validate(
+            model, options=options, tolerance=tolerance
+        )
+        return report, sims, odes
+    if hyper is None:
+        raise TypeError("validate(model, ...) with a Committee needs hyper=")
     Ns = [int(n) for n in Ns]
     if not Ns:
         raise ConfigError("--N must list at least one value")
@@ -120,27 +139,20 @@ def validate(
         )
         ode_risk = np.mean([tr.risk for tr in trajs], axis=0)
         d = sim.risk_mean - ode_risk
-        se = sim.risk_sem
-        ok = se > 0
-        z = np.abs(d[ok]) / se[ok] if ok.any() else np.zeros(1)
-        allowed = (
-            tolerance.z_tol * se
-            + tolerance.rel_tol * np.abs(ode_risk)
-            + tolerance.abs_tol * np.abs(ode_risk).max()
-        )
+        crit = criterion(sim.risk_mean, sim.risk_sem, ode_risk, tolerance)
         per_N.append(
             {
                 "N": N,
                 "seeds": seeds,
                 "max_abs_deviation": float(np.abs(d).max()),
                 "mean_abs_deviation": float(np.abs(d).mean()),
-                "max_deviation_in_se": float(z.max()),
-                "mean_deviation_in_se": float(z.mean()),
+                "max_deviation_in_se": crit["max_deviation_in_se"],
+                "mean_deviation_in_se": crit["mean_deviation_in_se"],
                 "max_relative_deviation": float(
                     np.max(np.abs(d) / np.maximum(np.abs(ode_risk), 1e-300))
                 ),
-                "fraction_within_tolerance": float(np.mean(np.abs(d) <= allowed)),
-                "worst_time": float(sim.t[int(np.argmax(np.abs(d) - allowed))]),
+                "fraction_within_tolerance": crit["fraction_within_tolerance"],
+                "worst_time": float(sim.t[crit["worst"]]),
                 "simulation_seconds": sim.timings.get("compile_and_run"),
             }
         )
@@ -178,12 +190,33 @@ def validate(
     return report, sims, odes
 
 
+def criterion(mean, sem, ode, tolerance: Tolerance) -> dict:
+    """The agreement criterion of every family's ``validate`` (module docstring): deviations
+    of the seed mean ``mean`` (standard error ``sem``) from the ODE's ``ode`` at each time."""
+    d = np.asarray(mean) - np.asarray(ode)
+    se = np.asarray(sem)
+    ok = se > 0
+    z = np.abs(d[ok]) / se[ok] if ok.any() else np.zeros(1)
+    allowed = (
+        tolerance.z_tol * se
+        + tolerance.rel_tol * np.abs(ode)
+        + tolerance.abs_tol * np.abs(ode).max()
+    )
+    return {
+        "max_deviation_in_se": float(z.max()),
+        "mean_deviation_in_se": float(z.mean()),
+        "fraction_within_tolerance": float(np.mean(np.abs(d) <= allowed)),
+        "worst": int(np.argmax(np.abs(d) - allowed)),
+    }
+
+
 class SimulationStopped(RuntimeError):
     """A simulation inside :func:`validate` diverged or was interrupted."""
 
-    def __init__(self, sim: Simulation):
+    def __init__(self, sim, where: str | None = None):
         self.simulation = sim
-        super().__init__(f"the simulation at N={sim.N} {sim.status}")
+        where = where if where is not None else f"N={sim.N}"
+        super().__init__(f"the simulation at {where} {sim.status}")
 
 
 def plot_validation(sims, odes, risk_path, overlaps_path, *, log_time: bool = True) -> None:

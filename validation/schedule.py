@@ -13,10 +13,9 @@ the ODE's ranking by more than 2 standard errors on each side.
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
-
-from hildlimits._cli import main as cli
 
 HERE = Path(__file__).parent
 
@@ -39,7 +38,7 @@ def run() -> int:
         if ns.quick
         else ["--steps", "150", "--N", "1000", "--seeds", "8"]
     )
-    rc = cli(args)
+    rc = subprocess.run([sys.executable, "-m", "hildlimits", *args]).returncode
     if rc != 0:
         return rc
     data = json.loads((out / "schedule.json").read_text())

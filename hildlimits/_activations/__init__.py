@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from .._errors import ConfigError
 from ._base import Activation as Activation
-from ._base import X as X
 from ._erf import ERF
-from ._expression import parse_activation
 from ._hermite import HERMITE
 from ._linear import LINEAR
 from ._quadratic import QUADRATIC
@@ -23,6 +21,20 @@ from ._tanh import TANH
 _REGISTRY: dict[str, Activation] = {
     a.name: a for a in (ERF, LINEAR, RELU, TANH, SIGMOID, QUADRATIC, SIGN, *HERMITE)
 }
+
+
+def __getattr__(name: str):
+    # SymPy (~0.7 s to import) waits until an expression is needed: the symbol X, or parsing an
+    # activation that is not a registry name; checking a registry name does not import it
+    if name == "X":
+        from ._base import X
+
+        return X
+    if name == "parse_activation":
+        from ._expression import parse_activation
+
+        return parse_activation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def available_activations() -> tuple[str, ...]:
@@ -52,6 +64,8 @@ def get_activation(name: object, *, field: str = "activation", student: bool = F
     elif name in _REGISTRY:
         act = _REGISTRY[name]
     else:
+        from ._expression import parse_activation
+
         act = parse_activation(name, field=field)
     if student and not act.differentiable:
         raise ConfigError(

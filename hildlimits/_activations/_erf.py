@@ -1,9 +1,17 @@
-import sympy as sp
+from ._base import Activation
 
-from ._base import Activation, X
+
+def _expr():
+    import sympy as sp
+
+    from ._base import X
+
+    return sp.erf(X / sp.sqrt(2))
+
 
 ERF = Activation(
     name="erf",
-    expr=sp.erf(X / sp.sqrt(2)),
+    build=_expr,
+    differentiable=True,
     description="g(x) = erf(x/sqrt(2)), the soft committee machine of Saad & Solla",
 )

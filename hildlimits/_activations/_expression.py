@@ -6,53 +6,27 @@ import math
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
-from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
 from .._errors import ConfigError
+from .._expr import CONSTANTS, FUNCTIONS, parse_expression
 from ._base import Activation, X
 
-ALLOWED_FUNCTIONS = {
-    f.__name__: f
-    for f in (
-        sp.exp,
-        sp.log,
-        sp.sqrt,
-        sp.sin,
-        sp.cos,
-        sp.tan,
-        sp.sinh,
-        sp.cosh,
-        sp.tanh,
-        sp.atan,
-        sp.asinh,
-        sp.erf,
-        sp.erfc,
-        sp.Abs,
-        sp.sign,
-        sp.Heaviside,
-        sp.Max,
-        sp.Min,
-    )
-}
-_NAMES = {**ALLOWED_FUNCTIONS, "abs": sp.Abs, "pi": sp.pi, "E": sp.E}
+ALLOWED_FUNCTIONS = FUNCTIONS
+_NAMES = {**FUNCTIONS, **CONSTANTS}
 
 
 def parse_activation(text: str, *, field: str) -> Activation:
     """Parse ``text`` (e.g. ``"x**3 - 3*x"``, ``"log(1 + exp(x))"``) into an :class:`Activation`.
 
+    The text is checked and built by :func:`hildlimits._expr.parse_expression` (never evaluated
+    as Python).
+
     Raises:
-        ConfigError: naming ``field`` for syntax errors, symbols other than ``x``, unknown
-            functions, or an expression that is not real and finite on the real line.
+        ConfigError: naming ``field`` for syntax errors, anything outside the expression
+            grammar, symbols other than ``x``, unknown functions, or an expression that is not
+            real and finite on the real line.
     """
-    glob = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational}
-    glob.update({"Symbol": sp.Symbol, "Function": sp.Function})
-    glob.update(_NAMES)
-    try:
-        expr = parse_expr(
-            text, local_dict={"x": X}, global_dict=glob, transformations=standard_transformations
-        )
-    except (SyntaxError, TypeError, ValueError, AttributeError, NameError) as exc:
-        raise ConfigError(f"{field}: cannot parse {text!r} as an expression in x ({exc})") from None
+    expr = parse_expression(text, field=field, variables={"x": X})
     if not isinstance(expr, sp.Expr):
         raise ConfigError(f"{field}: {text!r} is not an expression in x")
     unknown = sorted({type(f).__name__ for f in expr.atoms(AppliedUndef)})

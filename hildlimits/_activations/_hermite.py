@@ -1,11 +1,21 @@
-import sympy as sp
+import functools
 
-from ._base import Activation, X
+from ._base import Activation
+
+
+def _expr(k: int):
+    import sympy as sp
+
+    from ._base import X
+
+    return sp.expand(sp.hermite_prob(k, X))
+
 
 HERMITE = tuple(
     Activation(
         name=f"he{k}",
-        expr=sp.expand(sp.hermite_prob(k, X)),
+        build=functools.partial(_expr, k),
+        differentiable=True,
         description=f"g(x) = He_{k}(x), the probabilists' Hermite polynomial of degree {k}",
     )
     for k in range(1, 7)

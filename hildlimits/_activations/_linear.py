@@ -1,3 +1,10 @@
-from ._base import Activation, X
+from ._base import Activation
 
-LINEAR = Activation(name="linear", expr=X, description="g(x) = x")
+
+def _expr():
+    from ._base import X
+
+    return X
+
+
+LINEAR = Activation(name="linear", build=_expr, differentiable=True, description="g(x) = x")

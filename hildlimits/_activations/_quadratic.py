@@ -1,3 +1,10 @@
-from ._base import Activation, X
+from ._base import Activation
 
-QUADRATIC = Activation(name="quadratic", expr=X**2, description="g(x) = x^2")
+
+def _expr():
+    from ._base import X
+
+    return X**2
+
+
+QUADRATIC = Activation(name="quadratic", build=_expr, differentiable=True, description="g(x) = x^2")

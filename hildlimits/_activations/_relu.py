@@ -1,5 +1,12 @@
-import sympy as sp
+from ._base import Activation
 
-from ._base import Activation, X
 
-RELU = Activation(name="relu", expr=sp.Max(0, X), description="g(x) = max(0, x)")
+def _expr():
+    import sympy as sp
+
+    from ._base import X
+
+    return sp.Max(0, X)
+
+
+RELU = Activation(name="relu", build=_expr, differentiable=True, description="g(x) = max(0, x)")

@@ -1,7 +1,17 @@
-import sympy as sp
+from ._base import Activation
 
-from ._base import Activation, X
+
+def _expr():
+    import sympy as sp
+
+    from ._base import X
+
+    return 1 / (1 + sp.exp(-X))
+
 
 SIGMOID = Activation(
-    name="sigmoid", expr=1 / (1 + sp.exp(-X)), description="g(x) = 1/(1 + exp(-x)) (logistic)"
+    name="sigmoid",
+    build=_expr,
+    differentiable=True,
+    description="g(x) = 1/(1 + exp(-x)) (logistic)",
 )

@@ -1,7 +1,17 @@
-import sympy as sp
+from ._base import Activation
 
-from ._base import Activation, X
+
+def _expr():
+    import sympy as sp
+
+    from ._base import X
+
+    return sp.sign(X)
+
 
 SIGN = Activation(
-    name="sign", expr=sp.sign(X), description="g(x) = sign(x) (teacher only: no derivative)"
+    name="sign",
+    build=_expr,
+    differentiable=False,
+    description="g(x) = sign(x) (teacher only: no derivative)",
 )

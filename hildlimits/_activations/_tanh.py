@@ -1,5 +1,12 @@
-import sympy as sp
+from ._base import Activation
 
-from ._base import Activation, X
 
-TANH = Activation(name="tanh", expr=sp.tanh(X), description="g(x) = tanh(x)")
+def _expr():
+    import sympy as sp
+
+    from ._base import X
+
+    return sp.tanh(X)
+
+
+TANH = Activation(name="tanh", build=_expr, differentiable=True, description="g(x) = tanh(x)")
