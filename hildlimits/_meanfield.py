@@ -28,14 +28,19 @@ does not appear in the ODE (it does in the finite-``eta`` simulation).
 
 Two ways to evaluate the population terms (``solve_meanfield(..., method=...)``):
 
-* ``"pairwise"``: every particle--particle and particle--teacher expectation in closed form from
-  the Gaussian-expectation engine (for erf the Saad--Solla ``I2``/``I3`` forms with the effective
-  covariance ``C_jk = r_j^T T^{-1} r_k``): ``O(P^2 M)`` per right-hand side.
+* ``"pairwise"``: every particle--particle and particle--teacher expectation from the
+  Gaussian-expectation engine with the committee's numerical paths (for erf the Saad--Solla
+  ``I2``/``I3`` closed forms with the effective covariance ``C_jk = r_j^T T^{-1} r_k``; tanh and
+  sigmoid as Kolmogorov scale mixtures of erf, relu by the sign/delta rules, Gauss--Hermite
+  where nothing else applies): ``O(P^2 M)`` per right-hand side.
 * ``"quadrature"`` (default): the mean field ``F`` is evaluated once per right-hand side on
   tensor Gauss--Hermite nodes of the whitened teacher fields ``z = L^{-1}\nu`` (``T = L L^T``),
   and every particle's drift is ``E_z[(F - f_*)(z) \cdot E_\xi[...]]`` with the inner ``\xi``
-  expectations in closed form (derived by SymPy): ``O(P n^M)`` per right-hand side, linear in
-  ``P``. Its error falls exponentially with ``n`` (see ``tests/test_meanfield.py``).
+  expectations (Gaussian smoothings, :func:`smoothing_rule`: closed forms, scale mixtures of erf
+  for tanh/sigmoid, partial Gaussian moments for kinks): ``O(P n^M)`` per right-hand side, linear
+  in ``P``. Its error falls exponentially with ``n`` (see ``tests/test_meanfield.py``).
+  Particle--teacher terms whose teacher factor is kinked or not entire (relu, sign, tanh) are
+  taken from the pairwise expectations (``O(P M^2)``), where the rule in ``z`` converges slowly.
 
 ``finite_width=True`` adds the ``O(1/P)`` self-interaction of each unit with itself (field
 variance ``q_j`` instead of the conditional-independence value): the ``P``-particle drift is then
@@ -555,10 +560,10 @@ def smoothing_rule(f: sp.Expr) -> tuple[sp.Expr, str]:
         integrand, betas = _mixture_factor(f, X, 0)
         if len(betas) == 1:
             try:
-                inner = _smoothing(integrand)
-            except Exception:  # noqa: BLE001 -- SymPy's integrator: fall back to quadrature
+                inner = _atom_smoothing(atoms_of(integrand, X))
+            except NoClosedForm:
                 inner = None
-            if inner is not None and not inner.has(sp.Integral):
+            if inner is not None:
                 n = SMOOTHING_MIXTURE_NODES
                 return (
                     XiMixture(inner, sp.Tuple(*betas), sp.Integer(n)),
@@ -585,26 +590,52 @@ def smoothing_rule(f: sp.Expr) -> tuple[sp.Expr, str]:
     return gh, gh_text
 
 
+def _gauss_atom(k: int, alpha: sp.Expr, gamma: sp.Expr) -> sp.Expr:
+    """``E_xi[z^k e^{-alpha z^2 + gamma z}]``, ``z = m + sqrt(s2) xi`` (see
+    :func:`_atom_smoothing`)."""
+    m, s2 = _SM, _SS2
+    D = 1 + 2 * alpha * s2
+    mean, var = (m + gamma * s2) / D, s2 / D
+    moments = sum(
+        (
+            sp.binomial(k, j) * mean ** (k - j) * var ** (j // 2) * sp.factorial2(j - 1)
+            for j in range(0, k + 1, 2)
+        ),
+        sp.Integer(0),
+    )
+    norm = sp.exp((2 * m * gamma + gamma**2 * s2 - 2 * alpha * m**2) / (2 * D))
+    return moments * norm / sp.sqrt(D)
+
+
+def _erf_atom(k: int, beta: sp.Expr) -> sp.Expr:
+    """``E_xi[z^k erf(beta z)]``, ``z = m + sqrt(s2) xi``: ``erf(beta m / sqrt(1 + 2 beta^2 s2))``
+    for ``k = 0``, else Stein's lemma ``E[z h(z)] = m E[h] + s2 E[h']``."""
+    m, s2 = _SM, _SS2
+    if k == 0:
+        return sp.erf(beta * m / sp.sqrt(1 + 2 * beta**2 * s2))
+    out = m * _erf_atom(k - 1, beta)
+    out += s2 * 2 * beta / sp.sqrt(sp.pi) * _gauss_atom(k - 1, beta**2, sp.Integer(0))
+    if k >= 2:
+        out += s2 * (k - 1) * _erf_atom(k - 2, beta)
+    return out
+
+
 def _atom_smoothing(atoms) -> sp.Expr:
     r"""``\sum E_\xi[c z^k e^{-\alpha z^2 + \gamma z}]``, ``z = m + s\xi``, ``\alpha \ge 0``
     (polynomials, Gaussians, exponentials, ``sin``/``cos`` through complex ``\gamma``), by
     completing the square: with ``D = 1 + 2\alpha s^2``, ``z`` under the tilted law is Gaussian
     with mean ``(m + \gamma s^2)/D`` and variance ``s^2/D``, and the normalisation is
-    ``D^{-1/2} \exp((2m\gamma + \gamma^2 s^2 - 2\alpha m^2)/(2D))`` (no division by ``s``)."""
-    m, s2 = _SM, _SS2
+    ``D^{-1/2} \exp((2m\gamma + \gamma^2 s^2 - 2\alpha m^2)/(2D))`` (no division by ``s``);
+    atoms ``c z^k \operatorname{erf}(\beta z)`` (the scale-mixture integrands) by
+    :func:`_erf_atom`. Raises :class:`NoClosedForm` for any other atom."""
     total = sp.Integer(0)
     for at in atoms:
-        D = 1 + 2 * at.alpha * s2
-        mean, var = (m + at.gamma * s2) / D, s2 / D
-        moments = sum(
-            (
-                sp.binomial(at.k, j) * mean ** (at.k - j) * var ** (j // 2) * sp.factorial2(j - 1)
-                for j in range(0, at.k + 1, 2)
-            ),
-            sp.Integer(0),
-        )
-        norm = sp.exp((2 * m * at.gamma + at.gamma**2 * s2 - 2 * at.alpha * m**2) / (2 * D))
-        total += at.coef * moments * norm / sp.sqrt(D)
+        if at.kind is None and at.alpha.is_nonnegative:
+            total += at.coef * _gauss_atom(at.k, at.alpha, at.gamma)
+        elif at.kind == "erf" and at.alpha == 0 and at.gamma == 0:
+            total += at.coef * _erf_atom(at.k, at.beta)
+        else:
+            raise NoClosedForm(f"no smoothing rule for the atom {at}")
     if total.has(sp.I):  # complex gamma (sin, cos): the imaginary parts cancel
         total = sp.expand_complex(sp.expand(total))
     return _tidy_exp(sp.simplify(total))

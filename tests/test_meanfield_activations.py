@@ -139,7 +139,8 @@ TOL = {"pairwise": 1e-9, "quadrature": 2e-7}
         ("tanh", "erf", 2),
         ("relu", "relu", 2),
         ("relu", "erf", 1),
-        ("erf", "tanh", 2),
+        ("erf", "tanh", 1),
+        pytest.param("erf", "tanh", 2, marks=pytest.mark.slow),
         pytest.param("tanh", "tanh", 2, marks=pytest.mark.slow),
         pytest.param("relu", "relu", 1, marks=pytest.mark.slow),
         pytest.param("tanh", "erf", 1, marks=pytest.mark.slow),
@@ -160,7 +161,7 @@ def test_drift_against_numpy_quadrature(student, teacher, M):
         assert _max_err(out, ref) < TOL[method], method
 
 
-@pytest.mark.parametrize("student", ["relu", "tanh"])
+@pytest.mark.parametrize("student", ["relu", pytest.param("tanh", marks=pytest.mark.slow)])
 def test_finite_width_drift_against_numpy_quadrature(student):
     """finite_width: each unit's exact self-interaction. For relu the closed forms are singular at
     coincident fields (they gave NaN); the merged-slot expectations are used there [2e-15]."""
@@ -218,11 +219,13 @@ def _reference_smoothing(fn, m, s2):
         (1 - sp.tanh(X) ** 2, "scale mixture", 3e-12),
         (X * (1 - sp.tanh(X) ** 2), "scale mixture", 3e-12),  # measured 1.1e-12
         (1 / (1 + sp.exp(-X)), "scale mixture", 3e-12),
+        (X**2 * sp.tanh(X), "scale mixture", 3e-11),  # x^k erf by Stein's lemma
         (sp.sin(X), "closed form", 1e-14),
         (sp.exp(-(X**2)) * sp.sin(2 * X), "closed form", 1e-14),
         (sp.log(1 + sp.exp(X)), "Gauss-Hermite", 1e-10),  # softplus: measured 7e-12
     ],
 )
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")  # quad at 1e-15
 def test_smoothing_rules_against_adaptive_quadrature(f, fragment, tol):
     """S[f](m, s2) = E_xi[f(m + sqrt(s2) xi)] vs scipy quad (split at the kink), m in [-2, 3],
     s2 in [0, 6] (s2 = 0: f(m))."""
@@ -238,7 +241,7 @@ def test_smoothing_rules_against_adaptive_quadrature(f, fragment, tol):
 
 
 def test_derive_output_names_every_method():
-    text = str(hl.derive_meanfield(hl.MeanField(M=1, activation="tanh", teacher_activation="relu")))
+    text = str(hl.derive_meanfield(hl.MeanField(M=1, activation="tanh")))
     assert "Kolmogorov scale mixture" in text  # tanh expectations and smoothings
     assert "S[g]   f(x) = tanh(x)   [numerical: tanh as a Kolmogorov scale mixture" in text
     relu = str(hl.derive_meanfield(hl.MeanField(M=1, activation="relu")))
@@ -251,24 +254,37 @@ def test_derive_output_names_every_method():
 # ----------------------------------------------------------------------------- solve
 
 
-@pytest.mark.parametrize("student, teacher", [("tanh", "tanh"), ("relu", "erf")])
-def test_solve_matches_finite_width_simulation(student, teacher):
-    """p = 32, d = 256, eta = 0.1, 4 seeds, tau in [0, 1]: the simulated risk is within 3 standard
-    errors (+ 1e-3 for the O(eta) and O(1/sqrt d) effects) of the finite-width ODE with the
-    same 32 readout weights (measured: within 1 standard error), and the p -> oo ODE is within
-    0.012 (its O(1/p) bias; measured 0.007)."""
-    model = hl.MeanField(M=1, activation=student, teacher_activation=teacher)
-    init = hl.MeanFieldInit(T=[[1.0]], v_teacher=[1.0], particles=32)
+def _simulate(model, width=32):
+    init = hl.MeanFieldInit(T=[[1.0]], v_teacher=[1.0], particles=width)
     sim = hl.simulate_meanfield(
-        model, init=init, lr=0.1, d=256, width=32, seeds=4, t1=1.0, n_save=3, spacing="linear"
+        model, init=init, lr=0.1, d=256, width=width, seeds=4, t1=1.0, n_save=3, spacing="linear"
     )
     assert sim.status == "ok"
+    return sim, init
+
+
+@pytest.mark.parametrize("student", ["tanh", "relu"])
+def test_solve_matches_finite_width_simulation(student):
+    """p = 32, d = 256, eta = 0.1, 4 seeds, erf teacher, tau in [0, 1]: the simulated risk is within
+    3 standard errors (+ 1e-3 for the O(eta) and O(1/sqrt d) effects) of the solved finite-width
+    ODE with the same 32 readout weights (measured: within 1 standard error, e.g. tanh
+    0.1086 +- 0.0006 vs 0.1084 at tau = 1)."""
+    model = hl.MeanField(M=1, activation=student, teacher_activation="erf", finite_width=True)
+    sim, init = _simulate(model)
     se = sim.risk.std(axis=0, ddof=1) / np.sqrt(sim.seeds)
-    fw = hl.MeanField(M=1, activation=student, teacher_activation=teacher, finite_width=True)
-    tr = hl.solve_meanfield(hl.derive_meanfield(fw), model=fw, init=init, lr=0.1, ts=sim.t)
-    assert tr.status == "ok"
+    tr = hl.solve_meanfield(hl.derive_meanfield(model), model=model, init=init, lr=0.1, ts=sim.t)
+    assert tr.status == "ok" and np.all(np.diff(tr.risk) < 0)
     assert np.all(np.abs(sim.risk_mean - tr.risk) < 3 * se + 1e-3)
-    assert np.all(np.diff(tr.risk) < 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", ["tanh", "relu"])
+def test_limit_ode_near_simulation_same_teacher(student):
+    """Same-activation teacher: the p -> oo ODE (128 quantile particles) is within 0.012 of the
+    width-32 simulation (its O(1/p) bias: measured 0.007 tanh, 0.010 relu), the finite-width ODE
+    within 3 standard errors + 1e-3."""
+    model = hl.MeanField(M=1, activation=student)
+    sim, init = _simulate(model)
     limit = hl.solve_meanfield(
         hl.derive_meanfield(model),
         model=model,
@@ -277,11 +293,20 @@ def test_solve_matches_finite_width_simulation(student, teacher):
         ts=sim.t,
     )
     assert np.abs(sim.risk_mean - limit.risk).max() < 0.012
+    fw = hl.MeanField(M=1, activation=student, finite_width=True)
+    tr = hl.solve_meanfield(hl.derive_meanfield(fw), model=fw, init=init, lr=0.1, ts=sim.t)
+    se = sim.risk.std(axis=0, ddof=1) / np.sqrt(sim.seeds)
+    assert np.all(np.abs(sim.risk_mean - tr.risk) < 3 * se + 1e-3)
 
 
-@pytest.mark.parametrize("student", ["sigmoid", "sin(x)"])
-def test_sigmoid_and_expression_students_solve(student):
-    model = hl.MeanField(M=1, activation=student)
+@pytest.mark.parametrize(
+    "student, teacher",
+    [("sigmoid", None), ("sin(x)", None), pytest.param("erf", "tanh", marks=pytest.mark.slow)],
+)
+def test_other_students_and_teachers_solve(student, teacher):
+    """Derive and solve (quadrature path): finite, decreasing risk. (An erf student with a tanh
+    teacher: its drift is checked against the reference in the default suite.)"""
+    model = hl.MeanField(M=1, activation=student, teacher_activation=teacher)
     system = hl.derive_meanfield(model)
     init = hl.MeanFieldInit(T=[[1.0]], v_teacher=[1.0], particles=32)
     tr = hl.solve_meanfield(
@@ -289,18 +314,7 @@ def test_sigmoid_and_expression_students_solve(student):
     )
     assert tr.status == "ok"
     assert np.all(np.isfinite(tr.risk)) and np.all(np.diff(tr.risk) < 0)
-    assert tr.risk[-1] < 0.7 * tr.risk[0]
-
-
-def test_tanh_teacher_erf_student_solves():
-    model = hl.MeanField(M=1, activation="erf", teacher_activation="tanh")
-    system = hl.derive_meanfield(model)
-    assert "tanh" in system.source  # the teacher factor
-    init = hl.MeanFieldInit(T=[[1.0]], v_teacher=[1.0], particles=32)
-    tr = hl.solve_meanfield(
-        system, model=model, init=init, lr=0.1, t1=2.0, n_save=3, spacing="linear"
-    )
-    assert tr.status == "ok" and np.all(np.diff(tr.risk) < 0)
+    assert tr.risk[-1] < 0.8 * tr.risk[0]
 
 
 def test_sign_student_is_refused():
