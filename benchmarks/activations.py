@@ -79,8 +79,8 @@ def per_rhs(K: int, activation: str, drop_price: bool = False, n: int = 200) -> 
     ``drop_price`` every Price line integral returns 0)."""
     import jax.numpy as jnp
 
-    from hildlimits._codegen import load_module
-    from hildlimits._solve import problem as solve_problem
+    from hildlimits._engine.codegen import load_module
+    from hildlimits._families.committee.solve import problem as solve_problem
 
     model, init = problem(K, activation)
     system = hl.derive(model)

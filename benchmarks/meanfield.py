@@ -25,7 +25,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hildlimits as hl  # noqa: E402
-from hildlimits import _meanfield as mf  # noqa: E402
+from hildlimits._families.meanfield import model as mf  # noqa: E402
 
 
 def rhs_time(system, model, init, method, nodes, repeats=5):

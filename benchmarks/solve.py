@@ -17,7 +17,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import hildlimits as hl  # noqa: E402
-from hildlimits import _derive  # noqa: E402
+from hildlimits._families.committee import derive as _derive  # noqa: E402
 
 
 def problem(K: int, seed: int = 0):

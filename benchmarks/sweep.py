@@ -30,7 +30,7 @@ def child(points: int, batch: int | None, spread: str) -> dict:
     import numpy as np
 
     import hildlimits as hl
-    from hildlimits._sweep import default_batch_size
+    from hildlimits._pipeline.sweep import default_batch_size
 
     model = hl.Committee(K=2, M=2, activation="erf")
     init = hl.Overlaps.for_model(

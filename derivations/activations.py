@@ -23,10 +23,10 @@ from scipy.special import erf
 jax.config.update("jax_enable_x64", True)
 
 import hildlimits as hl  # noqa: E402, F401
-from hildlimits import _derive  # noqa: E402
-from hildlimits._activations import X  # noqa: E402
-from hildlimits._codegen import expectation_function  # noqa: E402
-from hildlimits._gaussian import Expectation, covariance_symbols  # noqa: E402
+from hildlimits._engine.activations import X  # noqa: E402
+from hildlimits._engine.codegen import expectation_function  # noqa: E402
+from hildlimits._engine.gaussian import Expectation, covariance_symbols  # noqa: E402
+from hildlimits._families.committee import derive as _derive  # noqa: E402
 
 HERE = Path(__file__).parent
 VARIANTS = [

@@ -23,8 +23,8 @@ import sympy as sp
 jax.config.update("jax_enable_x64", True)
 
 import hildlimits as hl  # noqa: E402
-from hildlimits import _derive  # noqa: E402
-from hildlimits._activations import X  # noqa: E402
+from hildlimits._engine.activations import X  # noqa: E402
+from hildlimits._families.committee import derive as _derive  # noqa: E402
 
 HERE = Path(__file__).parent
 VARIANTS = [

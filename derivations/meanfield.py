@@ -25,7 +25,7 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hildlimits as hl  # noqa: E402
-from hildlimits._meanfield import drift_numpy  # noqa: E402
+from hildlimits._families.meanfield.model import drift_numpy  # noqa: E402
 
 HERE = Path(__file__).parent
 

@@ -1,5 +1,5 @@
 import sys
 
-from ._cli import entry
+from hildlimits._cli import entry
 
 sys.exit(entry())

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import ConfigError, SolveError
-from ._runner import RunStatus, Status
+from hildlimits._errors import ConfigError, SolveError
+from hildlimits._pipeline.runner import RunStatus, Status
 
 
 def _versions() -> dict:
     import diffrax
     import jax
 
-    from ._cache import sympy_version  # (without importing SymPy)
-    from ._version import __version__
+    from hildlimits._pipeline.cache import sympy_version  # (without importing SymPy)
+    from hildlimits._version import __version__
 
     return {
         "hildlimits": __version__,
@@ -65,8 +65,8 @@ def _load(ns):
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from ._config import load_config
-    from ._families import all_families, family_of
+    from hildlimits._families import all_families, family_of
+    from hildlimits._pipeline.config import load_config
 
     cfg = load_config(ns.config)
     family = family_of(cfg)
@@ -93,7 +93,7 @@ def _meta(cfg, family) -> dict:
 
 
 def _tolerance(ns):
-    from ._validate import Tolerance
+    from hildlimits._pipeline.validate import Tolerance
 
     return Tolerance(z_tol=ns.z_tol, rel_tol=ns.rel_tol, abs_tol=ns.abs_tol)
 
@@ -104,7 +104,7 @@ def _options(ns, family) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from ._io import write_json
+    from hildlimits._pipeline.io import write_json
 
     write_json(path, data)
 
@@ -158,7 +158,7 @@ def cmd_solve(ns) -> int:
 
 
 def _int_list(text: str, name: str) -> list[int]:
-    from ._validators import int_list
+    from hildlimits._pipeline.validators import int_list
 
     return int_list(text, name)
 
@@ -200,7 +200,7 @@ def cmd_simulate(ns) -> int:
 def cmd_validate(ns) -> int:
     import jax
 
-    from ._validate import SimulationStopped
+    from hildlimits._pipeline.validate import SimulationStopped
 
     cfg, family = _load(ns)
     Ns = _int_list(ns.N, "--N")
@@ -225,7 +225,7 @@ def cmd_validate(ns) -> int:
 def cmd_sweep(ns) -> int:
     import jax
 
-    from ._sweep import parse_param, plot_sweep, sweep
+    from hildlimits._pipeline.sweep import parse_param, plot_sweep, sweep
 
     cfg, family = _load(ns)
     params = {}
@@ -275,7 +275,7 @@ def cmd_sweep(ns) -> int:
 
 
 def cmd_grad(ns) -> int:
-    from ._grad import gradient
+    from hildlimits._pipeline.grad import gradient
 
     cfg, family = _load(ns)
     out = Path(ns.out)
@@ -310,7 +310,7 @@ def cmd_grad(ns) -> int:
 
 
 def cmd_optimize_schedule(ns) -> int:
-    from ._schedule import Schedule, optimize_schedule
+    from hildlimits._pipeline.schedule import Schedule, optimize_schedule
 
     cfg, family = _load(ns)
     outdir = _outdir(ns.out)
@@ -324,9 +324,7 @@ def cmd_optimize_schedule(ns) -> int:
     so = family.solve_options(cfg)
     system = family.derive(cfg)
     t0 = time.perf_counter()
-    res = optimize_schedule(
-        system, config=cfg, t1=so["t1"], pieces=ns.pieces, steps=ns.steps
-    )
+    res = optimize_schedule(system, config=cfg, t1=so["t1"], pieces=ns.pieces, steps=ns.steps)
     t_opt = time.perf_counter() - t0
     sched = res["schedule"]
     const = Schedule.constant(res["best_constant_lr"])
@@ -396,7 +394,7 @@ def cmd_optimize_schedule(ns) -> int:
 
 
 def _plot_schedule(data, path, *, label: str = "learning rate η(t)") -> None:
-    from ._plot import _pyplot
+    from hildlimits._pipeline.plot import _pyplot
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -534,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _family_flags(parsers: dict) -> None:
     """Register every family's own flags on the command parsers (a flag shared by several
     families is registered once)."""
-    from ._families import all_families
+    from hildlimits._families import all_families
 
     for command, parser in parsers.items():
         seen = set()
@@ -566,15 +564,15 @@ def enable_compilation_caches() -> None:
     (:func:`hildlimits.cache_dir`, safe to delete): JAX's persistent compilation cache in
     ``xla/`` (every executable, however quick to compile; unless ``jax_compilation_cache_dir`` is
     already set), and the exported (traced and lowered) solves in ``export/``
-    (:mod:`hildlimits._export`), so that a repeated command neither traces nor compiles its
+    (:mod:`hildlimits._pipeline.export`), so that a repeated command neither traces nor compiles its
     solve. The command line's choice, never made at library import;
     ``HILDLIMITS_NO_COMPILATION_CACHE=1`` turns both off."""
     if os.environ.get("HILDLIMITS_NO_COMPILATION_CACHE", "") not in ("", "0"):
         return
     import jax
 
-    from . import _export
-    from ._cache import cache_dir
+    from hildlimits._pipeline import export as _export
+    from hildlimits._pipeline.cache import cache_dir
 
     if not jax.config.jax_compilation_cache_dir:
         xla = cache_dir() / "xla"

@@ -17,10 +17,9 @@ from scipy.stats import multivariate_normal
 
 import hildlimits as hl
 from hildlimits import gaussian_expectation
-from hildlimits._activations import X, get_activation
-from hildlimits._codegen import expectation_function
-from hildlimits._errors import ConfigError
-from hildlimits._gaussian import (
+from hildlimits._engine.activations import X, get_activation
+from hildlimits._engine.codegen import expectation_function
+from hildlimits._engine.gaussian import (
     DEFAULT_LINE_NODES,
     ELL,
     MU,
@@ -33,7 +32,8 @@ from hildlimits._gaussian import (
     smoothed_kink,
     upper,
 )
-from hildlimits._runtime import half_range_rule, radial_rule
+from hildlimits._engine.runtime import half_range_rule, radial_rule
+from hildlimits._errors import ConfigError
 
 relu, H, sign = sp.Max(0, X), sp.Heaviside(X), sp.sign(X)
 g_erf = sp.erf(X / sp.sqrt(2))
@@ -363,8 +363,8 @@ def test_coincident_unit_variants_equal_generic_closed_forms_for_erf(monkeypatch
     # ~sqrt(eps) accuracy in arcsin at exactly coincident fields).
     import jax
 
-    import hildlimits._derive as D
-    from hildlimits._solve import problem
+    import hildlimits._families.committee.derive as D
+    from hildlimits._families.committee.solve import problem
 
     K, M = 3, 2
     model = hl.Committee(K=K, M=M, activation="erf", train_second_layer=True)
@@ -399,7 +399,7 @@ def test_shared_price_integrals_equal_per_point_evaluation():
 
     import jax
 
-    from hildlimits._solve import problem
+    from hildlimits._families.committee.solve import problem
 
     model = hl.Committee(K=4, M=3, activation="relu")
     system = hl.derive(model)
@@ -434,7 +434,7 @@ def test_grid_unique_evaluates_each_field_set_once():
     # compared with the direct evaluation at each point (exact up to rounding).
     import jax.numpy as jnp
 
-    from hildlimits._runtime import Grid
+    from hildlimits._engine.runtime import Grid
 
     K, M = 4, 3
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hildlimits import ConfigError
-from hildlimits._config import Config, config_from_dict, load_config
+from hildlimits._pipeline.config import Config, config_from_dict, load_config
 
 _BASE = {
     "model": {

@@ -11,7 +11,7 @@ from helpers import random_covariance
 from reference import reference_rhs, reference_risk
 
 import hildlimits as hl
-from hildlimits import _cache
+from hildlimits._pipeline import cache as _cache
 
 
 def random_state(rng, K, M):

@@ -1,4 +1,4 @@
-"""User expressions are parsed without running code (hildlimits._expr): the grammar, its limits,
+"""User expressions are parsed without running code (hildlimits._engine.expr): the grammar, its limits,
 the SymPy expressions of valid input, and the CLI refusing injection attempts (exit 2)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 import sympy as sp
 
 import hildlimits as hl
-import hildlimits._expr as expr_module
-from hildlimits._activations import X, get_activation
+import hildlimits._engine.expr as expr_module
+from hildlimits._engine.activations import X, get_activation
+from hildlimits._engine.expr import parse_expression
 from hildlimits._errors import ConfigError
-from hildlimits._expr import parse_expression
 
 FIELD = "model.teacher_activation"
 

@@ -8,7 +8,7 @@ from reference import I2_erf, I3_erf, I4_erf, J2_erf
 from scipy.special import erf
 
 from hildlimits import NoClosedForm, gaussian_expectation
-from hildlimits._activations import X
+from hildlimits._engine.activations import X
 
 g = sp.erf(X / sp.sqrt(2))
 dg = sp.diff(g, X)
@@ -93,7 +93,7 @@ def test_sin_cos_quadrant_matches_numpy():
     # cost 10x more); they must be as accurate as the library functions: 4e-16 absolute.
     import jax
 
-    from hildlimits._runtime import sin_cos_quadrant
+    from hildlimits._engine.runtime import sin_cos_quadrant
 
     p = np.concatenate([np.linspace(0, np.pi / 2, 100_001), [np.pi / 2, 1e-300, 0.0]])
     s, c = (np.asarray(a) for a in jax.jit(sin_cos_quadrant)(p))
@@ -102,12 +102,12 @@ def test_sin_cos_quadrant_matches_numpy():
 
 
 def test_vectorised_asin_matches_numpy():
-    # The generated code uses hildlimits._runtime.asin (Taylor series + half-angle identity,
+    # The generated code uses hildlimits._engine.runtime.asin (Taylor series + half-angle identity,
     # vectorised by XLA) instead of jnp.arcsin; it must be as accurate as the library arcsin:
     # a few ulp (relative 1e-15) in value, 1e-13 relative in its derivative, clipped outside [-1, 1].
     import jax
 
-    from hildlimits._runtime import asin
+    from hildlimits._engine.runtime import asin
 
     x = np.concatenate(
         [

@@ -18,9 +18,9 @@ from scipy.integrate import solve_ivp
 from scipy.special import erf
 
 import hildlimits as hl
-from hildlimits._activations import X
 from hildlimits._cli import main
-from hildlimits._meanfield import drift_numpy
+from hildlimits._engine.activations import X
+from hildlimits._families.meanfield.model import drift_numpy
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -262,7 +262,7 @@ def test_non_finite_drift_fails_fast_with_its_time(system, monkeypatch):
 
     import jax.numpy as jnp
 
-    from hildlimits import _meanfield
+    from hildlimits._families.meanfield import model as _meanfield
 
     model = hl.MeanField(M=1)
     init = hl.MeanFieldInit(T=[[1.0]], v_teacher=[1.0], a_mean=1.0, particles=16)

@@ -17,9 +17,9 @@ from scipy.integrate import quad
 from scipy.special import erf
 
 import hildlimits as hl
-from hildlimits._activations import X
-from hildlimits._codegen import _IMPORTS, _Printer
-from hildlimits._meanfield import _smoothing_source, drift_numpy, smoothing_rule
+from hildlimits._engine.activations import X
+from hildlimits._engine.codegen import _IMPORTS, _Printer
+from hildlimits._families.meanfield.model import _smoothing_source, drift_numpy, smoothing_rule
 
 # ----------------------------------------------------------------------------- reference
 

@@ -12,11 +12,11 @@ from scipy.special import erf
 
 import hildlimits as hl
 from hildlimits import gaussian_expectation
-from hildlimits._activations import X
-from hildlimits._codegen import expectation_function
+from hildlimits._engine.activations import X
+from hildlimits._engine.codegen import expectation_function
+from hildlimits._engine.gaussian import DEFAULT_MIXTURE_NODES, tanh_polynomial
+from hildlimits._engine.runtime import kolmogorov_rule, scale_mixture_nodes
 from hildlimits._errors import ConfigError
-from hildlimits._gaussian import DEFAULT_MIXTURE_NODES, tanh_polynomial
-from hildlimits._runtime import kolmogorov_rule, scale_mixture_nodes
 
 tanh, sech2 = sp.tanh(X), 1 / sp.cosh(X) ** 2
 sigmoid = 1 / (1 + sp.exp(-X))
@@ -209,7 +209,7 @@ def test_relu_student_tanh_teacher_right_hand_side_is_smooth():
     # ~1e-17 * f''; tolerance 1e-14.
     import jax
 
-    from hildlimits._solve import problem
+    from hildlimits._families.committee.solve import problem
 
     model = hl.Committee(K=2, M=2, activation="relu", teacher_activation="tanh")
     system = hl.derive(model)

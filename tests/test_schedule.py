@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import hildlimits as hl
-from hildlimits._simulate import simulate
+from hildlimits._families.committee.simulate import simulate
 
 MODEL = hl.Committee(K=2, M=2, activation="erf")
 INIT = hl.Overlaps.for_model(MODEL, Q=np.eye(2) * 0.5, R=[[0.3, 0.0], [0.05, 0.2]], T=np.eye(2))

@@ -12,8 +12,8 @@ import pytest
 from helpers import random_covariance
 
 import hildlimits as hl
-from hildlimits._simulate import RandomInit, exact_weights, simulate
-from hildlimits._validate import validate
+from hildlimits import validate
+from hildlimits._families.committee.simulate import RandomInit, exact_weights, simulate
 
 MODEL = hl.Committee(K=2, M=2, activation="erf", train_second_layer=True)
 INIT = hl.Overlaps.for_model(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hildlimits as hl
-from hildlimits._config import load_config
+from hildlimits._pipeline.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

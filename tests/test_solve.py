@@ -122,7 +122,7 @@ def test_finite_time_blow_up_is_a_divergence_at_the_blow_up_time(lr):
     import jax
     from scipy.integrate import solve_ivp
 
-    from hildlimits._solve import problem
+    from hildlimits._families.committee.solve import problem
 
     model = hl.Committee(K=1, M=1, activation="x**3", teacher_activation="x**3")
     system = hl.derive(model, cache=False)

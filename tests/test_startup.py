@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import hildlimits as hl
-from hildlimits import _export
+from hildlimits._pipeline import export as _export
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "goldt_k2.toml"
@@ -72,7 +72,7 @@ def test_second_solve_loads_the_export_without_sympy_or_matplotlib(two_runs):
     assert "export: stored" in log1
     assert "export: loaded" in log2 and "export: stored" not in log2
     assert "sympy" not in modules2 and "matplotlib" not in modules2
-    assert "hildlimits._codegen" not in modules2
+    assert "hildlimits._engine.codegen" not in modules2
     # nothing traced but the call of the loaded module, whose executable came from disk
     assert "Finished tracing run " not in log2
     assert "Persistent compilation cache hit for 'jit_call'" in log2
@@ -131,7 +131,7 @@ def test_public_names_resolve_lazily():
 
 
 def test_named_activations_check_without_sympy_and_match_their_expressions():
-    from hildlimits._activations import _REGISTRY, Activation
+    from hildlimits._engine.activations import _REGISTRY, Activation
 
     for name, act in _REGISTRY.items():
         plain = Activation(name, act.expr, act.description)  # differentiable derived by SymPy

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import hildlimits as hl
-from hildlimits import _sweep
-from hildlimits._config import load_config
-from hildlimits._grad import gradient
-from hildlimits._sweep import parse_param, sweep
+from hildlimits._pipeline import sweep as _sweep
+from hildlimits._pipeline.config import load_config
+from hildlimits._pipeline.grad import gradient
+from hildlimits._pipeline.sweep import parse_param, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = load_config(os.path.join(ROOT, "examples", "goldt_k2.toml"))
@@ -106,8 +106,8 @@ SHARD_SCRIPT = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import numpy as np
     import hildlimits as hl
-    from hildlimits._config import load_config
-    from hildlimits._sweep import sweep
+    from hildlimits._pipeline.config import load_config
+    from hildlimits._pipeline.sweep import sweep
     cfg = load_config(sys.argv[1])
     system = hl.derive(cfg.model)
     kw = dict(init=cfg.init, hyper=cfg.hyper, params={"training.lr": list(np.linspace(0.1, 1.5, 10))},

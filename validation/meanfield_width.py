@@ -40,7 +40,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hildlimits as hl  # noqa: E402
-from hildlimits._plot import _pyplot, plot_meanfield  # noqa: E402
+from hildlimits import plot_meanfield  # noqa: E402
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -1,4 +1,4 @@
-"""The registry of model families: ``[model] kind`` -> :class:`~hildlimits._families._base.Family`.
+"""The registry of model families: ``[model] kind`` -> :class:`~hildlimits._families.base.Family`.
 
 Adding a family is one module (or folder) defining a ``FAMILY`` instance plus one line in
 :data:`REGISTRY` (``docs/adding-a-family.md``). Families are imported on first use, so looking one
@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from .._errors import ConfigError
-from ._base import COMMANDS as COMMANDS
-from ._base import Dynamics as Dynamics
-from ._base import Family as Family
-from ._base import Flag as Flag
+from hildlimits._errors import ConfigError
+from hildlimits._families.base import COMMANDS as COMMANDS
+from hildlimits._families.base import Dynamics as Dynamics
+from hildlimits._families.base import Family as Family
+from hildlimits._families.base import Flag as Flag
 
 REGISTRY = {
     "committee": "hildlimits._families.committee",

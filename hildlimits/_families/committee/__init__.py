@@ -1,0 +1,574 @@
+r"""The ``committee`` family: two-layer teacher-student networks at fixed width (Saad--Solla limit).
+
+State: overlaps ``Q`` (K x K), ``R`` (K x M) and, when trained, the second layer ``v`` (K).
+Config schema (every key is a public contract; unknown keys are errors)::
+
+    [model]     kind = "committee" (default), K, M, activation, teacher_activation,
+                train_second_layer, noise, weight_decay, quadrature_nodes, line_nodes, mixture_nodes
+    [training]  lr, lr_second_layer
+    [init]      Q, R, T, v, v_teacher            -- explicit initial order parameters, or
+    [init.random] N, seed, student_std, teacher_std
+                -- overlaps of i.i.d. Gaussian weights drawn at finite N (v, v_teacher from [init])
+    [solve]     t1, n_save, spacing, t_first, rtol, atol, solver, max_steps,
+                divergence_bound, steady_state
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hildlimits._errors import ConfigError
+from hildlimits._families.base import Dynamics, Family, Flag
+from hildlimits._families.committee.model import Committee, Hyperparams, Overlaps
+from hildlimits._pipeline.validators import check_sections, check_table
+
+SCHEMA = {
+    "model": {
+        "kind",
+        "K",
+        "M",
+        "activation",
+        "teacher_activation",
+        "train_second_layer",
+        "noise",
+        "weight_decay",
+        "quadrature_nodes",
+        "line_nodes",
+        "mixture_nodes",
+    },
+    "training": {"lr", "lr_second_layer"},
+    "init": {"Q", "R", "T", "v", "v_teacher", "random"},
+    "init.random": {"N", "seed", "student_std", "teacher_std"},
+    "solve": {
+        "t1",
+        "n_save",
+        "spacing",
+        "t_first",
+        "rtol",
+        "atol",
+        "solver",
+        "max_steps",
+        "divergence_bound",
+        "steady_state",
+    },
+}
+REQUIRED = {"model": {"K", "M"}, "training": {"lr"}, "solve": {"t1"}}
+
+HYPER_PARAMS = {
+    "training.lr": "lr",
+    "training.lr_second_layer": "lr_second_layer",
+    "model.noise": "noise",
+    "model.weight_decay": "weight_decay",
+}
+INIT_FACTORS = ("init.Q", "init.R", "init.v", "init.v_teacher")
+GRAD_SCALARS = {
+    "training.lr": "eta",
+    "training.lr_second_layer": "eta_v",
+    "model.noise": "sigma",
+    "model.weight_decay": "kappa",
+}
+GRAD_ARRAYS = {
+    "init.Q": ("y", "Q"),
+    "init.R": ("y", "R"),
+    "init.T": ("args", "T"),
+    "init.v": (None, "v"),
+    "init.v_teacher": ("args", "v_teacher"),
+}
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Options of :func:`hildlimits.solve` from the ``[solve]`` table."""
+
+    t1: float
+    n_save: int = 200
+    spacing: str = "log"
+    t_first: float | None = None
+    rtol: float = 1e-10
+    atol: float = 1e-12
+    solver: str = "tsit5"
+    max_steps: int = 1_000_000
+    divergence_bound: float = 1e8
+    steady_state: float | None = None
+
+    def __post_init__(self) -> None:
+        from hildlimits._pipeline.runner import check_solve_options
+
+        check_solve_options(**asdict(self))
+
+    def as_kwargs(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    """A resolved ``kind = "committee"`` configuration."""
+
+    model: Committee
+    hyper: Hyperparams
+    init: Overlaps
+    solve: SolveOptions
+    source: str = "<dict>"
+    # RandomInit when [init.random] is given (the simulator redraws at its N)
+    random_init: object = None
+    # training.lr_second_layer not given: it follows training.lr in sweeps and gradients
+    lr_tied: bool = False
+    kind: str = "committee"
+
+    def resolved(self) -> dict:
+        """The configuration with every default filled in (for ``meta`` in outputs)."""
+        return {
+            "model": {
+                "kind": "committee",
+                "K": self.model.K,
+                "M": self.model.M,
+                "activation": self.model.activation,
+                "teacher_activation": self.model.teacher_activation,
+                "train_second_layer": self.model.train_second_layer,
+                "noise": self.hyper.noise,
+                "weight_decay": self.hyper.weight_decay,
+            },
+            "training": {"lr": self.hyper.lr, "lr_second_layer": self.hyper.lr_second_layer},
+            "init": {
+                "Q": self.init.Q.tolist(),
+                "R": self.init.R.tolist(),
+                "T": self.init.T.tolist(),
+                "v": self.init.v.tolist(),
+                "v_teacher": self.init.v_teacher.tolist(),
+            },
+            "solve": {k: v for k, v in self.solve.as_kwargs().items() if v is not None},
+            **(
+                {
+                    "init_random": {
+                        "student_std": self.random_init.student_std,
+                        "teacher_std": self.random_init.teacher_std,
+                    }
+                }
+                if self.random_init is not None
+                else {}
+            ),
+        }
+
+
+def _random_overlaps(model: Committee, spec: dict, v, v_teacher) -> Overlaps:
+    import math
+
+    check_table(spec, "init.random", SCHEMA)
+    N = spec.get("N")
+    if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
+        raise ConfigError(f"init.random.N must be a positive integer, got {N!r}")
+    seed = spec.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"init.random.seed must be a non-negative integer, got {seed!r}")
+    stds = {}
+    for key in ("student_std", "teacher_std"):
+        val = spec.get(key, 1.0)
+        if (
+            isinstance(val, bool)
+            or not isinstance(val, numbers.Real)
+            or not math.isfinite(val)
+            or val <= 0
+        ):
+            raise ConfigError(f"init.random.{key} must be a positive number, got {val!r}")
+        stds[key] = float(val)
+    rng = np.random.default_rng(int(seed))
+    W = rng.standard_normal((model.K, N)) * stds["student_std"]
+    Ws = rng.standard_normal((model.M, N)) * stds["teacher_std"]
+    Q, R, T = W @ W.T / N, W @ Ws.T / N, Ws @ Ws.T / N
+    return Overlaps.for_model(
+        model, Q=(Q + Q.T) / 2, R=R, T=(T + T.T) / 2, v=v, v_teacher=v_teacher
+    )
+
+
+def _solve_options(so: dict) -> SolveOptions:
+    opts = dict(so)
+    ints = ("n_save", "max_steps")
+    for key in ints:
+        if key in opts and (
+            isinstance(opts[key], bool) or not isinstance(opts[key], numbers.Integral)
+        ):
+            raise ConfigError(f"solve.{key} must be a positive integer, got {opts[key]!r}")
+    for key, val in opts.items():
+        if key in ("spacing", "solver"):
+            if not isinstance(val, str):
+                raise ConfigError(f"solve.{key} must be a string, got {val!r}")
+        elif key not in ints and (isinstance(val, bool) or not isinstance(val, numbers.Real)):
+            raise ConfigError(f"solve.{key} must be a number, got {val!r}")
+    return SolveOptions(**opts)
+
+
+def _apply_eta(args, value):
+    return {**args, "eta": value}
+
+
+class CommitteeFamily(Family):
+    kind = "committee"
+    title = "two-layer committee at fixed width (K student, M teacher units)"
+    sweepable = {
+        "training.lr": "first-layer learning rate eta",
+        "training.lr_second_layer": "second-layer learning rate eta_v",
+        "model.noise": "output-noise standard deviation sigma",
+        "model.weight_decay": "weight decay kappa",
+        "init.Q": "factor multiplying the configured init.Q",
+        "init.R": "factor multiplying the configured init.R",
+        "init.v": "factor multiplying the configured init.v",
+        "init.v_teacher": "factor multiplying the configured init.v_teacher",
+    }
+    differentiable = {
+        "training.lr": "eta",
+        "training.lr_second_layer": "eta_v",
+        "model.noise": "sigma",
+        "model.weight_decay": "kappa",
+        "init.Q": "initial Q (every entry independent)",
+        "init.R": "initial R",
+        "init.T": "teacher overlaps T",
+        "init.v": "initial second layer v",
+        "init.v_teacher": "teacher second layer v*",
+    }
+    schedule_param = "training.lr"
+    flags = {
+        "simulate": (
+            Flag(
+                ("--test-samples",),
+                {
+                    "type": int,
+                    "default": 0,
+                    "help": "Monte Carlo test error on this many held-out samples (committee)",
+                },
+            ),
+        ),
+        "validate": (
+            Flag(
+                ("--test-samples",),
+                {"type": int, "default": 0, "help": "as for simulate (committee)"},
+            ),
+        ),
+    }
+
+    # ------------------------------------------------------------------ config
+
+    def config(self, data: dict, *, source: str = "<dict>") -> Config:
+        check_sections(data, ("model", "training", "init", "solve"), SCHEMA, REQUIRED)
+        m, tr, ini, so = data["model"], data["training"], data["init"], data["solve"]
+        model = Committee(
+            K=m["K"],
+            M=m["M"],
+            activation=m.get("activation", "erf"),
+            teacher_activation=m.get("teacher_activation"),
+            train_second_layer=m.get("train_second_layer", False),
+            quadrature_nodes=m.get("quadrature_nodes"),
+            line_nodes=m.get("line_nodes"),
+            mixture_nodes=m.get("mixture_nodes"),
+        )
+        hyper = Hyperparams(
+            lr=tr["lr"],
+            lr_second_layer=tr.get("lr_second_layer"),
+            noise=m.get("noise", 0.0),
+            weight_decay=m.get("weight_decay", 0.0),
+        )
+        if "random" in ini:
+            clash = sorted({"Q", "R", "T"} & set(ini))
+            if clash:
+                raise ConfigError(f"init.{clash[0]} cannot be given together with [init.random]")
+            init = _random_overlaps(model, ini["random"], ini.get("v"), ini.get("v_teacher"))
+        else:
+            for key in ("Q", "R", "T"):
+                if key not in ini:
+                    raise ConfigError(f"missing required key 'init.{key}' (or give [init.random])")
+            init = Overlaps.for_model(
+                model,
+                Q=ini["Q"],
+                R=ini["R"],
+                T=ini["T"],
+                v=ini.get("v"),
+                v_teacher=ini.get("v_teacher"),
+            )
+        solve = _solve_options(so)
+        random_init = None
+        if "random" in ini:
+            from hildlimits._families.committee.simulate import RandomInit
+
+            spec = ini["random"]
+            random_init = RandomInit(
+                student_std=spec.get("student_std", 1.0), teacher_std=spec.get("teacher_std", 1.0)
+            )
+        return Config(
+            model=model,
+            hyper=hyper,
+            init=init,
+            solve=solve,
+            source=source,
+            random_init=random_init,
+            lr_tied="lr_second_layer" not in tr,
+        )
+
+    def from_objects(
+        self, *, model=None, system=None, init, hyper, lr_tied=False, **solve
+    ) -> Config:
+        """A config from Python objects (what :func:`hildlimits.sweep` etc. are given); the
+        model defaults to the one ``system`` was derived from."""
+        solve = {"t1": 1.0, **solve}
+        if model is None and system is not None:
+            st = system.structure
+            model = Committee(
+                K=init.K,
+                M=init.M,
+                activation=st["activation"],
+                teacher_activation=st["teacher_activation"],
+                train_second_layer=st["train_second_layer"],
+                quadrature_nodes=st.get("quadrature_nodes"),
+                line_nodes=st.get("line_nodes"),
+                mixture_nodes=st.get("mixture_nodes"),
+            )
+        return Config(
+            model=model,
+            hyper=hyper,
+            init=init,
+            solve=SolveOptions(**solve),
+            lr_tied=lr_tied,
+        )
+
+    def resolved(self, cfg) -> dict:
+        return cfg.resolved()
+
+    # ------------------------------------------------------------------ derivation and ODE
+
+    def derive(self, cfg):
+        from hildlimits._families.committee.derive import derive
+
+        return derive(cfg.model)
+
+    def solve_options(self, cfg) -> dict:
+        return cfg.solve.as_kwargs()
+
+    def solve(self, system, cfg, *, ts=None, schedule=None, **over):
+        from hildlimits._families.committee.solve import solve
+
+        kw = self.solve_options(cfg) | over
+        return solve(system, init=cfg.init, hyper=cfg.hyper, ts=ts, lr_schedule=schedule, **kw)
+
+    def dynamics(self, system, cfg=None, *, schedule: bool = False) -> Dynamics:
+        module = system.module
+        return Dynamics(
+            vector_field=module.vector_field,
+            risk=module.risk,
+            key=("committee",),
+            cache=system._jax,
+            schedule=_apply_eta if schedule else None,
+        )
+
+    def initial(self, system, cfg):
+        from hildlimits._families.committee.solve import problem
+
+        so = cfg.solve
+        return problem(
+            system,
+            cfg.init,
+            cfg.hyper,
+            divergence_bound=so.divergence_bound,
+            steady_state=so.steady_state,
+        )
+
+    # ------------------------------------------------------------------ parameters
+
+    def with_values(self, cfg, point: dict):
+        import dataclasses
+
+        hyper, init = cfg.hyper, cfg.init
+        h = {
+            "lr": hyper.lr,
+            "lr_second_layer": hyper.lr_second_layer,
+            "noise": hyper.noise,
+            "weight_decay": hyper.weight_decay,
+        }
+        for name, value in point.items():
+            if name in HYPER_PARAMS:
+                h[HYPER_PARAMS[name]] = value
+        if cfg.lr_tied and "training.lr_second_layer" not in point:
+            h["lr_second_layer"] = h["lr"]
+        hp = Hyperparams(**h)
+        f = {name: point.get(name, 1.0) for name in INIT_FACTORS}
+        Q, R, v, vt = (
+            init.Q * f["init.Q"],
+            init.R * f["init.R"],
+            init.v * f["init.v"],
+            init.v_teacher * f["init.v_teacher"],
+        )
+        joint = np.block([[Q, R], [R.T, init.T]])
+        if np.linalg.eigvalsh(joint).min() < -1e-10 * max(1.0, np.abs(joint).max()):
+            raise ConfigError("scaled joint overlap matrix is not positive semi-definite")
+        ov = Overlaps(Q=Q, R=R, T=init.T, v=v, v_teacher=vt, _checked=True)
+        return dataclasses.replace(cfg, hyper=hp, init=ov)
+
+    def parameters(self, system, cfg, wrt):
+        from hildlimits._families.committee.solve import problem
+
+        trained = system.structure["train_second_layer"]
+        base = problem(system, cfg.init, cfg.hyper, divergence_bound=cfg.solve.divergence_bound)
+        y0, args = base
+        theta = {}
+        for name in wrt:
+            if name in GRAD_SCALARS:
+                theta[name] = np.float64(args[GRAD_SCALARS[name]])
+            elif name == "init.v":
+                theta[name] = np.asarray(cfg.init.v, np.float64)
+            else:
+                where, key = GRAD_ARRAYS[name]
+                theta[name] = np.asarray((y0 if where == "y" else args)[key], np.float64)
+        lr_tied = cfg.lr_tied
+
+        def build(theta, base):
+            y, a = dict(base[0]), dict(base[1])
+            for name, val in theta.items():
+                if name in GRAD_SCALARS:
+                    a[GRAD_SCALARS[name]] = val
+                    if name == "training.lr" and lr_tied:
+                        a["eta_v"] = val
+                elif name == "init.v":
+                    (y if trained else a)["v"] = val
+                else:
+                    where, key = GRAD_ARRAYS[name]
+                    (y if where == "y" else a)[key] = val
+            return y, a
+
+        return theta, base, build, (trained, lr_tied)
+
+    def schedule_value(self, cfg) -> float:
+        return cfg.hyper.lr
+
+    # ------------------------------------------------------------------ simulation
+
+    def _simulate_kwargs(self, cfg) -> dict:
+        so = cfg.solve
+        kw = dict(
+            hyper=cfg.hyper,
+            t1=so.t1,
+            n_save=so.n_save,
+            spacing=so.spacing,
+            t_first=so.t_first,
+            divergence_bound=so.divergence_bound,
+            init=cfg.init,
+        )
+        if cfg.random_init is not None:
+            kw["random_init"] = cfg.random_init
+        return kw
+
+    def simulate(self, cfg, *, options: dict, schedule=None, checkpoint=None, **over):
+        from hildlimits._families.committee.simulate import simulate
+
+        kw = self._simulate_kwargs(cfg) | over
+        return simulate(
+            cfg.model,
+            N=options["N"],
+            seeds=options.get("seeds", 8),
+            seed=options.get("seed", 0),
+            dtype=options.get("dtype"),
+            test_samples=options.get("test_samples", 0) or 0,
+            checkpoint=checkpoint,
+            progress=options.get("progress"),
+            lr_schedule=schedule,
+            **kw,
+        )
+
+    def simulation_summary(self, sim) -> str:
+        return (
+            f"{sim.status}: N={sim.N}, {sim.seeds} seeds, risk(t={sim.t[-1]:.6g}) = "
+            f"{sim.risk_mean[-1]:.6e} ± {sim.risk_std[-1]:.2e}"
+        )
+
+    def validate(self, cfg, *, options: dict, tolerance, outdir=None):
+        from hildlimits._families.committee.validate import validate_committee as validate
+
+        so = cfg.solve
+        solve_kwargs = {
+            k: getattr(so, k) for k in ("rtol", "atol", "solver", "max_steps", "divergence_bound")
+        }
+        Ns = options["Ns"]
+        report, sims, odes = validate(
+            cfg.model,
+            Ns=Ns,
+            seeds=options.get("seeds", 8),
+            seed=options.get("seed", 0),
+            tolerance=tolerance,
+            solve_kwargs=solve_kwargs,
+            test_samples=options.get("test_samples", 0) or 0,
+            dtype=options.get("dtype"),
+            **self._simulate_kwargs(cfg),
+        )
+        report["curves"] = [
+            {
+                "N": sim.N,
+                "t": sim.t.tolist(),
+                "risk": sim.risk_mean.tolist(),
+                "risk_std": sim.risk_std.tolist(),
+                "risk_ode": np.mean([tr.risk for tr in trajs], axis=0).tolist(),
+            }
+            for sim, trajs in zip(sims, odes, strict=True)
+        ]
+        return report, (sims, odes)
+
+    def validate_model(self, model, **options):
+        """:func:`hildlimits.validate` with a :class:`~hildlimits.Committee` and objects."""
+        from hildlimits._families.committee.validate import validate_committee
+
+        return validate_committee(model, **options)
+
+    def validation_lines(self, report) -> list[str]:
+        lines = []
+        for p in report["per_N"]:
+            lines.append(
+                f"N={p['N']:>7}: max |d| = {p['max_abs_deviation']:.3e}, mean |d| = "
+                f"{p['mean_abs_deviation']:.3e}, max |d|/se = {p['max_deviation_in_se']:.2f}, "
+                f"mean |d|/se = {p['mean_deviation_in_se']:.2f}"
+            )
+        if report["finite_size_exponent"] is not None:
+            lines.append(f"finite-size fit: mean |d| ~ N^{report['finite_size_exponent']:.2f}")
+        lines.append(("PASS: " if report["passed"] else "FAIL: ") + report["reason"])
+        return lines
+
+    # ------------------------------------------------------------------ output
+
+    def solve_meta(self, cfg, system, traj, timings: dict) -> dict:
+        from hildlimits._pipeline.cache import cache_key
+
+        return {
+            "derivation_key": cache_key(cfg.model.structure),
+            "timings_s": {
+                "derive": timings["derive"],
+                "solve_including_compile": timings["solve"],
+            },
+        }
+
+    def summary(self, traj) -> str:
+        return (
+            f"{traj.status}: risk(t={traj.t[-1]:.6g}) = {traj.risk[-1]:.6e}; {len(traj.t)} save "
+            f"times, {traj.num_steps} steps"
+        )
+
+    def plot_solve(self, traj, path, *, cfg) -> None:
+        from hildlimits._families.committee.plot import plot_trajectory
+
+        plot_trajectory(
+            traj,
+            path,
+            title=f"{Path(cfg.source).stem}: K={cfg.model.K}, M={cfg.model.M}",
+            log_time=cfg.solve.spacing == "log",
+        )
+
+    def plot_validation(self, artefacts, outdir, *, cfg) -> list:
+        from hildlimits._families.committee.validate import plot_validation
+
+        sims, odes = artefacts
+        paths = [Path(outdir) / "risk.png", Path(outdir) / "overlaps.png"]
+        plot_validation(sims, odes, *paths, log_time=cfg.solve.spacing == "log")
+        return paths
+
+    def plot_time_axis(self, cfg) -> bool:
+        return cfg.solve.spacing == "log"
+
+
+FAMILY = CommitteeFamily()

@@ -1,0 +1,177 @@
+"""Immutable, validated model specifications.
+
+* :class:`Committee` -- the *structure* of a two-layer teacher-student problem (it alone decides
+  the derived equations, so it alone keys the derivation cache);
+* :class:`Hyperparams` -- numeric training parameters (learning rates, noise, weight decay);
+* :class:`Overlaps` -- order parameters ``Q, R, T`` and second layers ``v, v*`` (the initial
+  condition of the ODE, or any state of it).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hildlimits._engine.activations import get_activation
+from hildlimits._errors import ConfigError
+from hildlimits._pipeline.validators import boolean as _bool
+from hildlimits._pipeline.validators import matrix as _matrix
+from hildlimits._pipeline.validators import positive_int as _positive_int
+from hildlimits._pipeline.validators import real as _real
+
+
+@dataclass(frozen=True)
+class Committee:
+    r"""Two-layer teacher-student committee: ``K`` student units, ``M`` teacher units.
+
+    Student ``\hat y = \sum_i v_i g(\lambda_i)``, teacher ``y = \sum_n v^*_n g_*(\nu_n) + \sigma\zeta``,
+    square loss, online SGD (conventions in the README).
+
+    Args:
+        K: number of student hidden units.
+        M: number of teacher hidden units.
+        activation: student activation name (see :func:`hildlimits.available_activations`).
+        teacher_activation: teacher activation name (default: same as the student).
+        train_second_layer: whether the student's second layer ``v`` is trained.
+        quadrature_nodes: Gauss--Hermite nodes per dimension for expectations without a closed
+            form (default: 96, 48, 32, 20 for 1, 2, 3, 4 fields).
+        line_nodes: Gauss--Legendre nodes of the one-dimensional Price line integral used for
+            products of four odd factors such as ReLU's four-point terms (default 12).
+        mixture_nodes: nodes per mixture variable of the Kolmogorov scale-mixture rule used for
+            expectations of factors polynomial in ``tanh`` (``tanh``, ``sigmoid``, their
+            derivatives; default: 16, 12, 10, 8 for 1, 2, 3, 4 mixture variables, Gauss--Hermite
+            beyond four); ``0`` turns the path off (Gauss--Hermite quadrature instead).
+
+    Example:
+        >>> Committee(K=2, M=2, activation="erf").teacher_activation
+        'erf'
+    """
+
+    K: int
+    M: int
+    activation: str = "erf"
+    teacher_activation: str | None = None
+    train_second_layer: bool = False
+    quadrature_nodes: int | None = None
+    line_nodes: int | None = None
+    mixture_nodes: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "K", _positive_int("K", self.K))
+        object.__setattr__(self, "M", _positive_int("M", self.M))
+        for name in ("quadrature_nodes", "line_nodes"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _positive_int(f"model.{name}", getattr(self, name)))
+        if self.mixture_nodes is not None:
+            value = self.mixture_nodes
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ConfigError(
+                    f"model.mixture_nodes must be a non-negative integer (0: off), got {value!r}"
+                )
+            object.__setattr__(self, "mixture_nodes", int(value))
+        get_activation(self.activation, field="activation", student=True)
+        if self.teacher_activation is None:
+            object.__setattr__(self, "teacher_activation", self.activation)
+        get_activation(self.teacher_activation, field="teacher_activation")
+        _bool("train_second_layer", self.train_second_layer)
+
+    @property
+    def structure(self) -> dict:
+        """What the derived equations depend on (``K`` and ``M`` stay symbolic)."""
+        return {
+            "family": "committee",
+            "activation": self.activation,
+            "teacher_activation": self.teacher_activation,
+            "train_second_layer": self.train_second_layer,
+            "quadrature_nodes": self.quadrature_nodes,
+            "line_nodes": self.line_nodes,
+            "mixture_nodes": self.mixture_nodes,
+        }
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """Training parameters.
+
+    Args:
+        lr: first-layer learning rate ``eta`` (>= 0).
+        lr_second_layer: second-layer learning rate ``eta_v`` (default ``lr``).
+        noise: output-noise standard deviation ``sigma`` (>= 0).
+        weight_decay: ``kappa`` (>= 0); the SGD step gains ``-(eta kappa / N) w_i``.
+    """
+
+    lr: float
+    lr_second_layer: float | None = None
+    noise: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr", _real("training.lr", self.lr, nonnegative=True))
+        lr2 = self.lr if self.lr_second_layer is None else self.lr_second_layer
+        object.__setattr__(
+            self, "lr_second_layer", _real("training.lr_second_layer", lr2, nonnegative=True)
+        )
+        object.__setattr__(self, "noise", _real("model.noise", self.noise, nonnegative=True))
+        object.__setattr__(
+            self, "weight_decay", _real("model.weight_decay", self.weight_decay, nonnegative=True)
+        )
+
+    def as_args(self) -> dict[str, float]:
+        return {
+            "eta": self.lr,
+            "eta_v": self.lr_second_layer,
+            "sigma": self.noise,
+            "kappa": self.weight_decay,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Overlaps:
+    r"""Order parameters of a committee: ``Q = WW^T/N``, ``R = WW^{*T}/N``, ``T = W^*W^{*T}/N``,
+    student second layer ``v`` and teacher second layer ``v_teacher``.
+
+    Validated against ``model`` when built with :meth:`for_model` (shapes, symmetry, and positive
+    semi-definiteness of the joint overlap matrix ``[[Q, R], [R^T, T]]``).
+    """
+
+    Q: np.ndarray
+    R: np.ndarray
+    T: np.ndarray
+    v: np.ndarray
+    v_teacher: np.ndarray
+    _checked: bool = field(default=False, repr=False)
+
+    @classmethod
+    def for_model(cls, model: Committee, *, Q, R, T, v=None, v_teacher=None) -> Overlaps:
+        """Validated overlaps for ``model`` (``v`` and ``v_teacher`` default to ones)."""
+        K, M = model.K, model.M
+        Q = _matrix("init.Q", Q, (K, K))
+        R = _matrix("init.R", R, (K, M))
+        T = _matrix("init.T", T, (M, M))
+        v = _matrix("init.v", np.ones(K) if v is None else v, (K,))
+        vt = _matrix("init.v_teacher", np.ones(M) if v_teacher is None else v_teacher, (M,))
+        for name, S in (("init.Q", Q), ("init.T", T)):
+            if not np.allclose(S, S.T, rtol=0, atol=1e-12 * max(1.0, np.abs(S).max())):
+                raise ConfigError(f"{name} must be symmetric, got {S.tolist()!r}")
+        joint = np.block([[Q, R], [R.T, T]])
+        eig = np.linalg.eigvalsh((joint + joint.T) / 2)
+        scale = max(1.0, float(np.abs(joint).max()))
+        if eig.min() < -1e-10 * scale:
+            raise ConfigError(
+                "the joint overlap matrix [[Q, R], [R^T, T]] must be positive semi-definite "
+                f"(overlaps of real vectors), but its smallest eigenvalue is {eig.min():.6g}; "
+                f"init.Q={Q.tolist()}, init.R={R.tolist()}, init.T={T.tolist()}"
+            )
+        if np.any(np.diag(T) <= 0):
+            raise ConfigError(f"init.T must have a positive diagonal, got {T.tolist()!r}")
+        return cls(Q=Q, R=R, T=T, v=v, v_teacher=vt, _checked=True)
+
+    @property
+    def K(self) -> int:
+        return self.Q.shape[0]
+
+    @property
+    def M(self) -> int:
+        return self.T.shape[0]

@@ -1,0 +1,525 @@
+r"""Finite-width simulator: trains the actual networks with online SGD on fresh Gaussian samples.
+
+Exactly the ODE's conventions (README, "Conventions"): inputs ``x ~ N(0, I_N)``, fields
+``\lambda = Wx/\sqrt N``, ``\nu = W^*x/\sqrt N``, square loss, step
+``W_i <- W_i (1 - \eta\kappa/N) - (\eta/\sqrt N)(\hat y - y) v_i g'(\lambda_i) x`` and
+``v_i <- v_i - (\eta_v/N)(\hat y - y) g(\lambda_i)``, time ``t = steps/N``.
+
+Memory is ``O(seeds (K+M) N)``; steps run in a ``lax.fori_loop`` per save interval, ``vmap``-ed over
+seeds, on whatever device JAX uses (CPU here, a GPU when present). Inputs are drawn in blocks of
+:func:`block_size` steps from ``fold_in(fold_in(key(seed), s), step // block)``, so results do not
+depend on how the run is chunked nor on the number of seeds. Inputs
+are drawn as float32 normals (a 2^-24-resolution N(0,1) law; ~3x faster on CPU) and used in the
+simulation dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hildlimits._engine.activations import get_activation
+from hildlimits._errors import ConfigError
+from hildlimits._families.committee.derive import derive
+from hildlimits._families.committee.model import Committee, Hyperparams, Overlaps
+from hildlimits._families.committee.solve import save_times
+from hildlimits._pipeline.runner import RunStatus, Status
+from hildlimits._pipeline.validators import positive_int as _positive_int
+
+
+@dataclass(frozen=True)
+class RandomInit:
+    """I.i.d. Gaussian initial weights ``W_ik ~ N(0, student_std^2)``, ``W*_nk ~ N(0, teacher_std^2)``
+    drawn at the simulation's N; their measured overlaps are the ODE's initial condition."""
+
+    student_std: float = 1.0
+    teacher_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("student_std", "teacher_std"):
+            val = getattr(self, name)
+            if (
+                isinstance(val, bool)
+                or not isinstance(val, numbers.Real)
+                or not math.isfinite(val)
+                or val <= 0
+            ):
+                raise ConfigError(f"init.random.{name} must be a positive number, got {val!r}")
+
+
+class SeedStatistics:
+    """Statistics over seeds of a simulation result with ``risk`` ``(seeds, times)``, ``seeds``
+    and ``status`` fields (shared by the committee and mean-field simulators)."""
+
+    @property
+    def diverged(self) -> bool:
+        return RunStatus.parse(self.status).diverged
+
+    @property
+    def risk_mean(self) -> np.ndarray:
+        return self.risk.mean(axis=0)
+
+    @property
+    def risk_std(self) -> np.ndarray:
+        return self.risk.std(axis=0, ddof=1) if self.seeds > 1 else np.zeros_like(self.risk[0])
+
+    @property
+    def risk_sem(self) -> np.ndarray:
+        """Standard error of the seed mean."""
+        return self.risk_std / math.sqrt(self.seeds)
+
+
+@dataclass(frozen=True, eq=False)
+class Simulation(SeedStatistics):
+    """Result of :func:`simulate` (arrays per seed; ``*_mean`` / ``risk_std`` over seeds).
+
+    Attributes:
+        t: save times ``steps / N``, shape ``(n,)``; steps: the step counts.
+        Q: ``(S, n, K, K)``; R: ``(S, n, K, M)``; v: ``(S, n, K)``; T: ``(S, M, M)``.
+        risk: ``(S, n)`` risk from the measured overlaps (closed form of the derived system).
+        test_error: ``(S, n)`` Monte Carlo ``(1/2) E[(yhat - f*)^2]`` on held-out samples, or None.
+        status: ``"ok"``, ``"diverged at step s (t=...)"`` or ``"interrupted at t=..."``.
+    """
+
+    t: np.ndarray
+    steps: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    v: np.ndarray
+    T: np.ndarray
+    v_teacher: np.ndarray
+    risk: np.ndarray
+    test_error: np.ndarray | None
+    N: int
+    seeds: int
+    seed: int
+    dtype: str
+    status: str
+    timings: dict = field(default_factory=dict)
+
+    def initial_overlaps(self, s: int) -> Overlaps:
+        """Measured overlaps of seed ``s`` at ``t = 0`` (the ODE's initial condition)."""
+        return Overlaps(
+            Q=self.Q[s, 0],
+            R=self.R[s, 0],
+            T=self.T[s],
+            v=self.v[s, 0],
+            v_teacher=self.v_teacher,
+            _checked=True,
+        )
+
+    def to_dict(self) -> dict:
+        out = {
+            "t": self.t.tolist(),
+            "steps": self.steps.tolist(),
+            "risk": self.risk_mean.tolist(),
+            "risk_std": self.risk_std.tolist(),
+            "Q": self.Q.mean(axis=0).tolist(),
+            "R": self.R.mean(axis=0).tolist(),
+            "v": self.v.mean(axis=0).tolist(),
+            "T": self.T.mean(axis=0).tolist(),
+            "N": self.N,
+            "seeds": self.seeds,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "status": self.status,
+            "risk_per_seed": self.risk.tolist(),
+        }
+        if self.test_error is not None:
+            out["test_error"] = self.test_error.mean(axis=0).tolist()
+            out["test_error_std"] = (
+                self.test_error.std(axis=0, ddof=1) if self.seeds > 1 else 0 * self.test_error[0]
+            ).tolist()
+        return out
+
+
+# ----------------------------------------------------------------------------- initial weights
+
+
+def exact_weights(
+    init: Overlaps, N: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Student and teacher weights (``K x N``, ``M x N``) whose overlaps equal ``init`` exactly:
+    ``sqrt(N) L O`` with ``L L^T = [[Q, R], [R^T, T]]`` and ``O`` random orthonormal rows."""
+    K, M = init.K, init.M
+    G = np.block([[init.Q, init.R], [init.R.T, init.T]])
+    w, U = np.linalg.eigh((G + G.T) / 2)
+    L = U * np.sqrt(np.clip(w, 0.0, None))
+    O, _ = np.linalg.qr(rng.standard_normal((N, K + M)))
+    Wall = math.sqrt(N) * L @ O.T
+    return Wall[:K], Wall[K:]
+
+
+# ----------------------------------------------------------------------------- the jitted steps
+
+
+def block_size(N: int) -> int:
+    """Steps whose inputs are drawn in one call (depends on N only, so results do not depend on
+    the number of seeds or on chunking); about 16 MiB of float32 per seed."""
+    return int(max(1, min(256, (1 << 22) // (N + 1))))
+
+
+def _risk_kernel(system):
+    """Closed-form risk of measured overlaps, vmapped over seeds (cached on the system)."""
+    key = ("simulate-risk",)
+    if key not in system._jax:
+
+        def one(Q, R, T, v, vt):
+            zero = jnp.zeros((), Q.dtype)
+            args = {
+                "T": T,
+                "v_teacher": vt,
+                "v": v,
+                "eta": zero,
+                "eta_v": zero,
+                "sigma": zero,
+                "kappa": zero,
+            }
+            return system.module.risk({"Q": Q, "R": R, "v": v}, args)
+
+        system._jax[key] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
+    return system._jax[key]
+
+
+@functools.lru_cache(maxsize=32)
+def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool = False):
+    g = get_activation(model.activation).jax_function(0)
+    dg = get_activation(model.activation).jax_function(1)
+    gs = get_activation(model.teacher_activation).jax_function(0)
+    sqrtN = math.sqrt(N)
+
+    B = block_size(N)
+    width = -(-(N + 1) // 128) * 128  # padded row: odd widths make the generator ~2x slower
+
+    def advance_one(W, Ws, v, div, key, start, stop, p):
+        vs = p["v_teacher"]
+
+        def block(b, carry):
+            # the inputs of steps b*B .. b*B+B-1 (drawn at once: far cheaper than per step)
+            Z = jax.random.normal(jax.random.fold_in(key, b), (B, width), jnp.float32)
+
+            def body(s, carry):
+                W, v, div = carry
+                z = jax.lax.dynamic_index_in_dim(Z, s - b * B, keepdims=False).astype(dtype)
+                x, zeta = z[:N], z[N]
+                lam = W @ x / sqrtN
+                nu = Ws @ x / sqrtN
+                gl = g(lam)
+                d = v @ gl - (vs @ gs(nu) + p["sigma"] * zeta)
+                ok = jnp.isfinite(d) & (jnp.abs(d) < p["bound"])
+                if schedule:  # piecewise-constant eta(t), t = s / N
+                    eta = p["sched_values"][jnp.searchsorted(p["sched_edges"], s / N, side="right")]
+                else:
+                    eta = p["eta"]
+                W = (
+                    W * (1 - eta * p["kappa"] / N)
+                    - (eta / sqrtN) * (d * v * dg(lam))[:, None] * x[None, :]
+                )
+                if trained:
+                    v = v - (p["eta_v"] / N) * d * gl
+                div = jnp.where((div < 0) & ~ok, s, div)
+                return W, v, div
+
+            lo = jnp.maximum(start, b * B)
+            hi = jnp.minimum(stop, (b + 1) * B)
+            return jax.lax.fori_loop(lo, hi, body, carry)
+
+        return jax.lax.fori_loop(start // B, (stop - 1) // B + 1, block, (W, v, div))
+
+    @jax.jit
+    def advance(W, Ws, v, div, keys, start, stop, p):
+        return jax.vmap(advance_one, in_axes=(0, 0, 0, 0, 0, None, None, None))(
+            W, Ws, v, div, keys, start, stop, p
+        )
+
+    @jax.jit
+    def overlaps(W, Ws):
+        Q = jnp.einsum("skn,sln->skl", W, W) / N
+        R = jnp.einsum("skn,smn->skm", W, Ws) / N
+        T = jnp.einsum("smn,son->smo", Ws, Ws) / N
+        return Q, R, T
+
+    def test_error_one(W, Ws, v, key, n_samples, p):
+        vs = p["v_teacher"]
+
+        def one(carry, k):
+            x = jax.random.normal(k, (N,), jnp.float32).astype(dtype)
+            lam, nu = W @ x / sqrtN, Ws @ x / sqrtN
+            return carry + 0.5 * (v @ g(lam) - vs @ gs(nu)) ** 2, None
+
+        total, _ = jax.lax.scan(one, jnp.zeros((), dtype), jax.random.split(key, n_samples))
+        return total / n_samples
+
+    @functools.partial(jax.jit, static_argnums=5)
+    def test_error(W, Ws, v, keys, p, n_samples: int):
+        return jax.vmap(test_error_one, in_axes=(0, 0, 0, 0, None, None))(
+            W, Ws, v, keys, n_samples, p
+        )
+
+    return advance, overlaps, test_error
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def simulate(
+    model: Committee,
+    *,
+    hyper: Hyperparams,
+    N: int,
+    init: Overlaps | None = None,
+    random_init: RandomInit | None = None,
+    seeds: int = 1,
+    seed: int = 0,
+    t1: float,
+    n_save: int = 200,
+    spacing: str = "log",
+    t_first: float | None = None,
+    dtype: str | None = None,
+    test_samples: int = 0,
+    divergence_bound: float = 1e8,
+    progress: bool | None = None,
+    checkpoint: Callable[[Simulation], None] | None = None,
+    checkpoint_every: float = 30.0,
+    lr_schedule=None,
+) -> Simulation:
+    r"""Train ``seeds`` finite networks of input dimension ``N`` with online SGD.
+
+    Args:
+        model, hyper: as for the ODE (same conventions).
+        N: input dimension (>= K + M for exact initial overlaps).
+        init: initial overlaps, realised exactly at finite N (one of ``init``/``random_init``).
+        random_init: i.i.d. Gaussian initial weights (:class:`RandomInit`); ``init`` then only
+            supplies ``v`` and ``v_teacher`` (if given).
+        seeds, seed: number of independent runs and the base seed (same seed, same result).
+        t1, n_save, spacing, t_first: save times as in :func:`~hildlimits.solve`, rounded to
+            whole steps (``t = steps/N``).
+        dtype: ``"float64"`` (default on CPU) or ``"float32"`` (default on GPU).
+        test_samples: if > 0, also estimate the test error on that many held-out samples per
+            save time and seed.
+        divergence_bound: a step whose error ``|yhat - y|`` exceeds this (or is non-finite), or a
+            ``Q_ii`` above ``divergence_bound (1 + max|init|)`` at a save time, ends the run with
+            status ``"diverged at step s (t=...)"``.
+        progress: show a progress bar (default: when stderr is a terminal).
+        checkpoint: called with the partial :class:`Simulation` every ``checkpoint_every``
+            seconds (e.g. to write it to disk).
+        lr_schedule: a :class:`~hildlimits.Schedule` for the first-layer learning rate
+            (``hyper.lr`` is then ignored), evaluated at ``t = step / N``.
+
+    Returns:
+        :class:`Simulation`. Ctrl-C ends the run early with status ``"interrupted at t=..."``,
+        keeping every save time reached.
+    """
+    if not isinstance(model, Committee):
+        raise TypeError(f"model must be a hildlimits.Committee, got {type(model).__name__}")
+    N = _positive_int("N", N)
+    seeds = _positive_int("seeds", seeds)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if (
+        isinstance(test_samples, bool)
+        or not isinstance(test_samples, numbers.Integral)
+        or test_samples < 0
+    ):
+        raise ConfigError(f"test_samples must be a non-negative integer, got {test_samples!r}")
+    K, M = model.K, model.M
+    if init is None and random_init is None:
+        raise ConfigError(
+            "give init (exact initial overlaps) or random_init (i.i.d. Gaussian weights)"
+        )
+    if random_init is None and N < K + M:
+        raise ConfigError(
+            f"N must be at least K + M = {K + M} to realise the initial overlaps exactly, got N={N}"
+        )
+    if dtype is None:
+        dtype = "float64" if jax.default_backend() == "cpu" else "float32"
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    from hildlimits._families.committee.solve import check_solve_options
+
+    check_solve_options(
+        t1=t1,
+        n_save=n_save,
+        spacing=spacing,
+        t_first=t_first,
+        rtol=1.0,
+        atol=1.0,
+        solver="tsit5",
+        max_steps=1,
+        divergence_bound=divergence_bound,
+        steady_state=None,
+    )
+    ts = save_times(float(t1), int(n_save), spacing, t_first)
+    steps = np.unique(np.round(ts * N).astype(np.int64))
+
+    v0 = np.ones(K) if init is None else np.asarray(init.v)
+    vt = np.ones(M) if init is None else np.asarray(init.v_teacher)
+    Ws_l, W_l = [], []
+    for s in range(seeds):
+        rng = np.random.default_rng([seed, s])
+        if random_init is not None:
+            W_l.append(rng.standard_normal((K, N)) * random_init.student_std)
+            Ws_l.append(rng.standard_normal((M, N)) * random_init.teacher_std)
+        else:
+            W, Ws = exact_weights(init, N, rng)
+            W_l.append(W)
+            Ws_l.append(Ws)
+    system = derive(model)
+    trained = model.train_second_layer
+    timings = {"compile_and_run": 0.0}
+    # threefry in its non-partitionable form is ~25% faster on CPU; it is scoped to this call
+    with jax.enable_x64(True), jax.threefry_partitionable(False):
+        jdt = jnp.dtype(dtype)
+        advance, overlaps, test_error = _make_kernels(
+            model, N, jdt, trained, lr_schedule is not None
+        )
+        W = jnp.asarray(np.stack(W_l), jdt)
+        Ws = jnp.asarray(np.stack(Ws_l), jdt)
+        v = jnp.asarray(np.tile(v0, (seeds, 1)), jdt)
+        div = jnp.full((seeds,), -1, jnp.int64)
+        keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(int(seed)), s))(
+            jnp.arange(seeds)
+        )
+        devices = jax.local_devices()
+        if len(devices) > 1 and seeds % len(devices) == 0:
+            # seeds are independent: spread them over the local devices (GPUs, or CPU cores
+            # exposed as devices with XLA_FLAGS=--xla_force_host_platform_device_count=n)
+            from jax.sharding import Mesh, NamedSharding
+            from jax.sharding import PartitionSpec as P
+
+            shard = NamedSharding(Mesh(np.array(devices), ("seeds",)), P("seeds"))
+            W, Ws, v, div, keys = jax.device_put((W, Ws, v, div, keys), shard)
+        scale = 1.0 + (
+            max(float(np.abs(init.Q).max()), float(np.abs(init.T).max()), float(np.abs(v0).max()))
+            if init is not None
+            else 1.0
+        )
+        params = {
+            "eta": jnp.asarray(hyper.lr, jdt),
+            "eta_v": jnp.asarray(hyper.lr_second_layer, jdt),
+            "sigma": jnp.asarray(hyper.noise, jdt),
+            "kappa": jnp.asarray(hyper.weight_decay, jdt),
+            "v_teacher": jnp.asarray(vt, jdt),
+            "bound": jnp.asarray(divergence_bound, jdt),
+        }
+        if lr_schedule is not None:
+            params["sched_edges"] = jnp.asarray(lr_schedule.edges, jnp.float64)
+            params["sched_values"] = jnp.asarray(lr_schedule.values, jdt)
+        risk_fn = _risk_kernel(system)
+        test_keys = jax.vmap(
+            lambda s: jax.random.fold_in(jax.random.key(int(seed) + 1_000_003), s)
+        )(jnp.arange(seeds))
+        rec = {"Q": [], "R": [], "v": [], "risk": [], "test": []}
+        T_seeds = None
+        status = RunStatus.of(Status.OK)
+        done_steps: list[int] = []
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = None
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=int(steps[-1]),
+                unit="step",
+                unit_scale=True,
+                desc=f"simulate N={N} x{seeds}",
+                file=sys.stderr,
+            )
+        last_ckpt = time.monotonic()
+        current = 0
+
+        def partial(status_):
+            return _result(
+                rec, done_steps, N, seeds, seed, dtype, status_, T_seeds, vt, test_samples, timings
+            )
+
+        t_start = time.perf_counter()
+        try:
+            for target in steps:
+                if target > current:
+                    W, v, div = advance(
+                        W, Ws, v, div, keys, jnp.asarray(current), jnp.asarray(int(target)), params
+                    )
+                    if bar is not None:
+                        bar.update(int(target) - current)
+                    current = int(target)
+                Q, R, T = overlaps(W, Ws)
+                if T_seeds is None:
+                    T_seeds = np.asarray(T, np.float64)
+                Qn, Rn, vn = (np.asarray(a, np.float64) for a in (Q, R, v))
+                div_np = np.asarray(div)
+                if np.any(div_np >= 0):
+                    s_bad = int(div_np[div_np >= 0].min())
+                    status = RunStatus.diverged_at_step(s_bad, s_bad / N)
+                    break
+                if (
+                    not np.all(np.isfinite(Qn))
+                    or np.abs(np.diagonal(Qn, axis1=1, axis2=2)).max() > divergence_bound * scale
+                ):
+                    status = RunStatus.diverged_at_step(current, current / N)
+                    break
+                rec["Q"].append(Qn)
+                rec["R"].append(Rn)
+                rec["v"].append(vn)
+                rec["risk"].append(
+                    np.asarray(risk_fn(Qn, Rn, T_seeds, vn, np.asarray(vt, np.float64)))
+                )
+                if test_samples:
+                    k = jax.vmap(jax.random.fold_in, in_axes=(0, None))(test_keys, current)
+                    rec["test"].append(
+                        np.asarray(test_error(W, Ws, v, k, params, int(test_samples)), np.float64)
+                    )
+                done_steps.append(current)
+                if checkpoint is not None and time.monotonic() - last_ckpt > checkpoint_every:
+                    checkpoint(partial("running"))
+                    last_ckpt = time.monotonic()
+        except KeyboardInterrupt:
+            status = RunStatus.of(Status.INTERRUPTED, current / N)
+        finally:
+            if bar is not None:
+                bar.close()
+        timings["compile_and_run"] = time.perf_counter() - t_start
+    return partial(status)
+
+
+def _result(
+    rec, done_steps, N, seeds, seed, dtype, status, T_seeds, vt, test_samples, timings
+) -> Simulation:
+    n = len(done_steps)
+
+    def stack(key, shape):
+        if n == 0:
+            return np.zeros((seeds, 0) + shape)
+        return np.stack(rec[key], axis=1)
+
+    K = rec["Q"][0].shape[1] if n else 0
+    M = rec["R"][0].shape[2] if n else 0
+    out = Simulation(
+        t=np.asarray(done_steps, np.float64) / N,
+        steps=np.asarray(done_steps, np.int64),
+        Q=stack("Q", (K, K)),
+        R=stack("R", (K, M)),
+        v=stack("v", (K,)),
+        T=T_seeds if T_seeds is not None else np.zeros((seeds, 0, 0)),
+        v_teacher=np.asarray(vt, np.float64),
+        risk=stack("risk", ()),
+        test_error=stack("test", ()) if test_samples else None,
+        N=N,
+        seeds=seeds,
+        seed=int(seed),
+        dtype=dtype,
+        status=status,
+        timings=dict(timings),
+    )
+    for a in (out.t, out.steps, out.Q, out.R, out.v, out.T, out.risk):
+        a.setflags(write=False)
+    return out

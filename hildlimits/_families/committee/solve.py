@@ -1,0 +1,295 @@
+r"""Integration of a derived system with diffrax (adaptive, float64) into a :class:`Trajectory`.
+
+Accuracy: the default tolerances (``rtol=1e-10``, ``atol=1e-12`` on the state) give a relative
+error on the risk of ~1e-9..1e-8 along trajectories that stay away from unstable fixed points.
+Escaping an unstable plateau (e.g. the symmetric plateau of ``K = M = 2`` erf) *amplifies* every
+earlier error exponentially: there even ``rtol=1e-10`` leaves ~1e-4 relative error on the risk
+after the escape (the escape time itself is shifted); tighten ``rtol``/``atol`` (down to ~1e-12 in
+float64) where the escape time matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+
+from hildlimits._families.committee.model import Hyperparams, Overlaps
+from hildlimits._pipeline import runner as _runner
+from hildlimits._pipeline.runner import BLOW_UP_GROWTH as BLOW_UP_GROWTH
+from hildlimits._pipeline.runner import MIN_STEP_FRACTION as MIN_STEP_FRACTION
+from hildlimits._pipeline.runner import SOLVERS as _SOLVERS  # noqa: F401  (kept importable)
+from hildlimits._pipeline.runner import Controller as Controller
+from hildlimits._pipeline.runner import RunStatus as RunStatus
+from hildlimits._pipeline.runner import check_solve_options as check_solve_options
+from hildlimits._pipeline.runner import resolve_save_times as resolve_save_times
+from hildlimits._pipeline.runner import save_times as save_times
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """Solution of the order-parameter ODEs at the save times (immutable; arrays are read-only).
+
+    Attributes:
+        t: save times, shape ``(n,)`` (only times the solver reached).
+        Q: ``(n, K, K)``; R: ``(n, K, M)``; v: ``(n, K)`` (constant if the layer is fixed).
+        T: ``(M, M)`` teacher overlaps; v_teacher: ``(M,)``.
+        risk: ``(n,)`` generalisation error ``(1/2) E[(yhat - f*)^2]``.
+        status: ``"ok"``, ``"diverged at t=..."`` or ``"steady state at t=..."``.
+        t_stop: time at which integration stopped (``t1`` unless an event fired).
+        num_steps: accepted solver steps.
+    """
+
+    t: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    v: np.ndarray
+    T: np.ndarray
+    v_teacher: np.ndarray
+    risk: np.ndarray
+    status: str
+    t_stop: float
+    num_steps: int
+    hyper: Hyperparams
+    system: object = field(repr=False)
+
+    @property
+    def diverged(self) -> bool:
+        return RunStatus.parse(self.status).diverged
+
+    def observable(self, what) -> np.ndarray:
+        """An observable along the trajectory.
+
+        Args:
+            what: the name of a derived observable (``system.observable_names``), or a callable
+                ``f(Q, R, v, T, v_teacher) -> array`` applied at every save time.
+        """
+        if callable(what):
+            return np.stack([np.asarray(what(*s)) for s in self._states()])
+        if what == "risk":
+            return self.risk
+        names = self.system.observable_names
+        if what not in names:
+            raise ValueError(f"observable must be one of {names} or a callable, got {what!r}")
+        fn = getattr(self.system.module, what)
+        with jax.enable_x64(True):
+            vals = []
+            for q, r, v in zip(self.Q, self.R, self.v, strict=True):
+                state = Overlaps(Q=q, R=r, T=self.T, v=v, v_teacher=self.v_teacher, _checked=True)
+                vals.append(fn(*problem(self.system, state, self.hyper)))
+            return np.asarray(vals)
+
+    def _states(self):
+        for q, r, v in zip(self.Q, self.R, self.v, strict=True):
+            yield q, r, v, self.T, self.v_teacher
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (keys ``t``, ``risk``, ``Q``, ``R``, ``v``, ``T``, ``status``, ...)."""
+        return {
+            "t": self.t.tolist(),
+            "risk": self.risk.tolist(),
+            "Q": self.Q.tolist(),
+            "R": self.R.tolist(),
+            "v": self.v.tolist(),
+            "T": self.T.tolist(),
+            "v_teacher": self.v_teacher.tolist(),
+            "status": self.status,
+            "t_stop": self.t_stop,
+            "num_steps": self.num_steps,
+        }
+
+
+def _apply_eta(args, value):
+    return {**args, "eta": value}
+
+
+def scheduled_vector_field(module):
+    """The generated vector field with ``eta`` piecewise constant in time:
+    ``args["_sched_values"][k]`` on ``[args["_sched_edges"][k-1], args["_sched_edges"][k])``."""
+    return _runner.scheduled(module.vector_field, _apply_eta)
+
+
+def solve(
+    system,
+    *,
+    init: Overlaps,
+    hyper: Hyperparams,
+    t1: float | None = None,
+    n_save: int = 200,
+    spacing: str = "log",
+    t_first: float | None = None,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    solver: str = "tsit5",
+    max_steps: int = 1_000_000,
+    divergence_bound: float = 1e8,
+    steady_state: float | None = None,
+    ts=None,
+    lr_schedule=None,
+) -> Trajectory:
+    r"""Integrate the order-parameter ODEs of ``system`` from ``init`` to ``t1`` in float64.
+
+    Args:
+        system: an :class:`~hildlimits.ODESystem` from :func:`~hildlimits.derive`.
+        init: initial :class:`~hildlimits.Overlaps` (its ``K``, ``M`` set the sizes).
+        hyper: :class:`~hildlimits.Hyperparams` (learning rates, noise, weight decay).
+        t1: final time (``t = steps / N``).
+        n_save: number of save times, ``t = 0`` included.
+        spacing: ``"log"`` (0, then geometric from ``t_first``) or ``"linear"``.
+        t_first: first non-zero save time for log spacing (default ``min(0.1, t1 * 1e-4)``).
+        rtol, atol: step-size controller tolerances on the state (see the module docstring).
+        solver: ``"tsit5"`` (default), ``"dopri5"`` or ``"dopri8"``.
+        max_steps: step budget; running out raises :class:`SolveError`.
+        divergence_bound: stop with status ``"diverged at t=..."`` when a state entry exceeds
+            ``divergence_bound * (1 + max|init|)`` in magnitude, the risk exceeds
+            ``divergence_bound``, or anything becomes non-finite; also when the step size
+            collapses during a finite-time blow-up (state and risk grown by the factors of
+            :data:`BLOW_UP_GROWTH`) before those bounds are reached.
+        steady_state: if given, stop with status ``"steady state at t=..."`` once every entry of
+            ``d(state)/dt`` is below this value in magnitude.
+        ts: explicit save times (increasing, from 0 or later); overrides ``t1``, ``n_save``,
+            ``spacing`` and ``t_first`` (used to match a simulation's times).
+        lr_schedule: a :class:`~hildlimits.Schedule`: the first-layer learning rate becomes
+            piecewise constant in time (``hyper.lr`` is then ignored); the solver steps onto its
+            edges exactly.
+
+    Returns:
+        :class:`Trajectory` (rows after an early stop are dropped; the stopping state is the
+        last row).
+
+    Raises:
+        ConfigError: invalid options. SolveError: the step budget ran out, or the step size
+        collapsed without a blow-up (a right-hand side that is not finite, or stiff dynamics).
+
+    Example:
+        >>> import hildlimits as hl
+        >>> model = hl.Committee(K=2, M=2, activation="erf")
+        >>> init = hl.Overlaps.for_model(model, Q=[[1, 0], [0, 1]], R=[[0.1, 0], [0, 0.1]],
+        ...                             T=[[1, 0], [0, 1]])
+        >>> traj = hl.solve(hl.derive(model), init=init, hyper=hl.Hyperparams(lr=0.5), t1=10.0)
+        >>> traj.risk.shape
+        (200,)
+    """
+    if not isinstance(init, Overlaps):
+        raise TypeError(f"init must be hildlimits.Overlaps, got {type(init).__name__}")
+    if not isinstance(hyper, Hyperparams):
+        raise TypeError(f"hyper must be hildlimits.Hyperparams, got {type(hyper).__name__}")
+    ts = resolve_save_times(
+        ts=ts,
+        t1=t1,
+        n_save=n_save,
+        spacing=spacing,
+        t_first=t_first,
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
+        max_steps=max_steps,
+        divergence_bound=divergence_bound,
+        steady_state=steady_state,
+        who="solve",
+    )
+    with jax.enable_x64(True):
+        run = compiled(
+            system,
+            init.K,
+            init.M,
+            len(ts),
+            solver,
+            max_steps,
+            steady_state is not None,
+            schedule=lr_schedule is not None,
+        )
+        y0, args = problem(
+            system, init, hyper, divergence_bound=divergence_bound, steady_state=steady_state
+        )
+        if lr_schedule is not None:
+            args["_sched_edges"] = np.asarray(lr_schedule.edges, np.float64)
+            args["_sched_values"] = np.asarray(lr_schedule.values, np.float64)
+        out = _runner.run_once(run, y0, args, ts, rtol=rtol, atol=atol)
+    return _trajectory(system, init, hyper, out, float(ts[-1]), max_steps)
+
+
+def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, schedule=False):
+    """Jitted solve function of the committee for these static options, cached on the system
+    (the shared runner, :func:`hildlimits._pipeline.runner.build_run`). Unbatched solves carry an export
+    key (derivation key, generated source, static options; the runner adds the arguments'
+    shapes and dtypes), so that where the export cache is on (the command line) a later process
+    loads the traced solve instead of tracing it (:mod:`hildlimits._pipeline.export`)."""
+    static = ("committee", solver, max_steps, steady, schedule)
+
+    def make():
+        module = system.module  # (not needed when the exported solve is loaded)
+        return _runner.build_run(
+            module.vector_field,
+            module.risk,
+            solver=solver,
+            max_steps=max_steps,
+            steady=steady,
+            schedule=_apply_eta if schedule else None,
+        )
+
+    def export_key():
+        import hashlib
+
+        from hildlimits._pipeline.cache import cache_key
+
+        return {
+            "derivation": cache_key(system.structure),
+            "source": hashlib.sha256(system.source.encode()).hexdigest(),
+            "static": list(static),
+        }
+
+    return _runner.compiled(
+        system._jax, static, make, batched=batched, export_key=None if batched else export_key
+    )
+
+
+def problem(system, init: Overlaps, hyper: Hyperparams, *, divergence_bound=1e8, steady_state=None):
+    """Initial state ``y0`` and ``args`` of the generated vector field (float64 NumPy arrays)."""
+    f64 = np.float64
+    y0 = {"Q": np.asarray(init.Q, f64), "R": np.asarray(init.R, f64)}
+    if system.structure["train_second_layer"]:
+        y0["v"] = np.asarray(init.v, f64)
+    args = {"T": np.asarray(init.T, f64), "v_teacher": np.asarray(init.v_teacher, f64)}
+    args.update({k: f64(x) for k, x in hyper.as_args().items()})
+    if not system.structure["train_second_layer"]:
+        args["v"] = np.asarray(init.v, f64)
+    scale = 1.0 + max(float(np.abs(a).max()) for a in (init.Q, init.R, init.T, init.v))
+    args["_state_bound"] = f64(divergence_bound * scale)
+    args["_risk_bound"] = f64(divergence_bound)
+    args["_steady_tol"] = f64(steady_state if steady_state is not None else 0.0)
+    return y0, args
+
+
+def status_of(out) -> str:
+    """Status line of one solve output (``"ok"``, ``"diverged at t=..."``, ...)."""
+    return _runner.status_of(out)
+
+
+def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
+    status = _runner.check_stop(out, t1, max_steps)
+    rows = _runner.kept_rows(out, status)
+    ts, ys = np.asarray(out["ts"]), out["ys"]
+    n = len(rows)
+    v = ys["v"][rows] if "v" in ys else np.broadcast_to(init.v, (n, init.K))
+
+    def ro(a):
+        a = np.array(a, dtype=np.float64)
+        a.setflags(write=False)
+        return a
+
+    return Trajectory(
+        t=ro(ts[rows]),
+        Q=ro(ys["Q"][rows]),
+        R=ro(ys["R"][rows]),
+        v=ro(v),
+        T=init.T,
+        v_teacher=init.v_teacher,
+        risk=ro(out["risk"][rows]),
+        status=status,
+        t_stop=float(ts[-1]),
+        num_steps=int(out["num_steps"]),
+        hyper=hyper,
+        system=system,
+    )

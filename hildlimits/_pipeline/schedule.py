@@ -1,0 +1,192 @@
+r"""Time-dependent learning rates and their optimisation through the ODE.
+
+A :class:`Schedule` is a piecewise-constant first-layer learning rate ``eta(t)``; the ODE solver
+steps onto its edges and the simulator evaluates it at ``t = step / N``. Parametric families
+(exponential decay, power law) are sampled onto pieces by :meth:`Schedule.from_function`.
+
+:func:`optimize_schedule` minimises the risk at ``t1`` over the piece values by gradient descent
+(optax Adam on ``log eta``) through the differentiable ODE solve, and compares with the best
+constant rate (found on a grid by a batched sweep).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hildlimits._errors import ConfigError
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """Piecewise-constant learning rate: ``values[k]`` on ``[edges[k-1], edges[k])``
+    (``edges[-1] = -inf``, ``edges[len] = +inf``), so ``len(values) == len(edges) + 1``."""
+
+    edges: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        edges = np.asarray(self.edges, np.float64).reshape(-1)
+        values = np.asarray(self.values, np.float64).reshape(-1)
+        if len(values) != len(edges) + 1:
+            raise ConfigError(
+                f"a schedule needs one more value than edges, got {len(values)} values and {len(edges)} edges"
+            )
+        if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+            raise ConfigError(f"schedule edges must be finite and increasing, got {edges.tolist()}")
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ConfigError(
+                f"schedule values must be finite and non-negative, got {values.tolist()}"
+            )
+        object.__setattr__(self, "edges", edges)
+        object.__setattr__(self, "values", values)
+
+    @classmethod
+    def pieces(cls, values, t1: float) -> Schedule:
+        """``len(values)`` equal pieces on ``[0, t1]``."""
+        values = np.asarray(values, np.float64)
+        return cls(edges=np.linspace(0.0, t1, len(values) + 1)[1:-1], values=values)
+
+    @classmethod
+    def constant(cls, value: float) -> Schedule:
+        return cls(edges=np.zeros(0), values=np.array([value]))
+
+    @classmethod
+    def from_function(
+        cls, f: Callable[[np.ndarray], np.ndarray], t1: float, pieces: int
+    ) -> Schedule:
+        """Sample ``f`` at the midpoints of ``pieces`` equal pieces of ``[0, t1]`` (e.g.
+        ``lambda t: eta0 * np.exp(-t / tau)`` or ``lambda t: eta0 / (1 + t / tau) ** alpha``)."""
+        mid = (np.arange(pieces) + 0.5) * t1 / pieces
+        return cls.pieces(np.asarray(f(mid), np.float64), t1)
+
+    def __call__(self, t):
+        return self.values[np.searchsorted(self.edges, t, side="right")]
+
+
+def optimize_schedule(
+    system,
+    *,
+    init=None,
+    hyper=None,
+    config=None,
+    t1: float | None = None,
+    pieces: int = 20,
+    steps: int = 150,
+    learning_rate: float = 0.05,
+    constant_grid: np.ndarray | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Minimise risk(t1) over a ``pieces``-piece schedule of the family's scheduled parameter
+    (``Family.schedule_param``: the committee's first-layer rate ``training.lr``, the mean
+    field's readout rate ``training.lr_second_layer``); returns a dict with the optimised
+    :class:`Schedule`, the best constant value, both risks, and the loss history.
+
+    ``config``: the family's config; or, for the committee, ``init`` and ``hyper``.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from hildlimits._families import family_of
+    from hildlimits._pipeline import runner as _runner
+    from hildlimits._pipeline.sweep import sweep
+
+    family = family_of(system)
+    if family.schedule_param is None:
+        family.refuse("optimize-schedule")
+    if config is None:
+        if init is None or hyper is None:
+            raise TypeError("optimize_schedule needs config=, or init= and hyper= (committee)")
+        config = family.from_objects(system=system, init=init, hyper=hyper)
+    family.schedule_value(config)  # refuses configs without the parameter
+    t1 = family.solve_options(config)["t1"] if t1 is None else t1
+    if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
+        raise ConfigError(f"--pieces must be a positive integer, got {pieces!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"--steps must be a positive integer, got {steps!r}")
+    grid = (
+        np.geomspace(0.01, 5.0, 64)
+        if constant_grid is None
+        else np.asarray(constant_grid, np.float64)
+    )
+    res = sweep(
+        system,
+        config=config,
+        params={family.schedule_param: list(grid)},
+        t1=t1,
+        n_save=2,
+        spacing="linear",
+        rtol=rtol,
+        atol=atol,
+        batch_size=len(grid),
+        progress=False,
+    )
+    final = np.where([s == "ok" for s in res.status], res.final_risk, np.inf)
+    best = int(np.argmin(final))
+    best_lr, best_risk = float(grid[best]), float(final[best])
+    if not math.isfinite(best_risk):
+        raise ConfigError("no constant learning rate on the grid converged; adjust the grid")
+
+    edges = np.linspace(0.0, t1, pieces + 1)[1:-1]
+    history = []
+    with jax.enable_x64(True):
+        dyn = family.dynamics(system, config, schedule=True)
+        y0, args = family.initial(system, config)
+        args = {**args, "_sched_edges": edges}
+        solver = family.solve_options(config)["solver"]
+
+        @jax.jit
+        def loss_and_grad(log_eta, y0, args):
+            def f(le):
+                a = {**args, "_sched_values": jnp.exp(le)}
+                value, info = _runner.final_value(
+                    dyn.vector_field,
+                    dyn.risk,
+                    y0,
+                    a,
+                    t1=float(t1),
+                    observable="final",
+                    solver=solver,
+                    rtol=rtol,
+                    atol=atol,
+                    max_steps=max_steps,
+                    schedule=dyn.schedule,
+                )
+                return jnp.where(info["ok"], value, jnp.inf)  # a stopped solve: no descent
+
+            return jax.value_and_grad(f)(log_eta)
+
+        opt = optax.adam(learning_rate)
+        theta = jnp.full(pieces, math.log(best_lr))
+        state = opt.init(theta)
+        best_theta, best_loss = theta, np.inf
+        for it in range(steps):
+            loss, g = loss_and_grad(theta, y0, args)
+            loss = float(loss)
+            if not math.isfinite(loss) or not bool(jnp.all(jnp.isfinite(g))):
+                break
+            history.append(loss)
+            if loss < best_loss:
+                best_loss, best_theta = loss, theta
+            if progress is not None:
+                progress(it, loss)
+            updates, state = opt.update(g, state)
+            theta = optax.apply_updates(theta, updates)
+    schedule = Schedule(edges=edges, values=np.exp(np.asarray(best_theta)))
+    return {
+        "schedule": schedule,
+        "parameter": family.schedule_param,
+        "risk_optimised": float(best_loss),
+        "best_constant_lr": best_lr,
+        "risk_best_constant": best_risk,
+        "constant_grid": grid.tolist(),
+        "constant_grid_risk": [None if not math.isfinite(x) else float(x) for x in final],
+        "history": history,
+    }

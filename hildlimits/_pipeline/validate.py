@@ -1,0 +1,135 @@
+r"""Validation harness: the ODE against finite-width simulations, with finite-size scaling.
+
+For each N the simulation is run (``seeds`` runs) and the ODE is solved at the simulation's exact
+save times ``steps/N``, from the same initial overlaps (for i.i.d. random initialisation: one ODE
+per seed from that seed's measured overlaps, averaged). With ``d(t)`` the deviation of the seed
+mean of the risk from the ODE and ``se(t)`` the standard error of that mean, the report gives per
+N the max and mean of ``|d|`` and of ``|d|/se``, and the exponent ``b`` of a least-squares fit
+``mean|d| ~ N^b`` across N.
+
+Agreement criterion (stated in the report): at the largest N, at every save time,
+``|d| <= z_tol * se + rel_tol * risk_ode + abs_tol * max(risk_ode)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hildlimits._errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Agreement criterion of :func:`validate` (see the module docstring)."""
+
+    z_tol: float = 5.0
+    rel_tol: float = 0.02
+    abs_tol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("z_tol", "rel_tol", "abs_tol"):
+            val = getattr(self, name)
+            if (
+                not isinstance(val, (int, float))
+                or isinstance(val, bool)
+                or not math.isfinite(val)
+                or val < 0
+            ):
+                raise ConfigError(f"{name} must be a non-negative number, got {val!r}")
+
+
+def criterion(mean, sem, ode, tolerance: Tolerance) -> dict:
+    """The agreement criterion of every family's ``validate`` (module docstring): deviations
+    of the seed mean ``mean`` (standard error ``sem``) from the ODE's ``ode`` at each time."""
+    d = np.asarray(mean) - np.asarray(ode)
+    se = np.asarray(sem)
+    ok = se > 0
+    z = np.abs(d[ok]) / se[ok] if ok.any() else np.zeros(1)
+    allowed = (
+        tolerance.z_tol * se
+        + tolerance.rel_tol * np.abs(ode)
+        + tolerance.abs_tol * np.abs(ode).max()
+    )
+    return {
+        "max_deviation_in_se": float(z.max()),
+        "mean_deviation_in_se": float(z.mean()),
+        "fraction_within_tolerance": float(np.mean(np.abs(d) <= allowed)),
+        "worst": int(np.argmax(np.abs(d) - allowed)),
+    }
+
+
+class SimulationStopped(RuntimeError):
+    """A simulation inside :func:`validate` diverged or was interrupted."""
+
+    def __init__(self, sim, where: str | None = None):
+        self.simulation = sim
+        where = where if where is not None else f"N={sim.N}"
+        super().__init__(f"the simulation at {where} {sim.status}")
+
+
+def validate(
+    model,
+    *,
+    hyper=None,
+    Ns,
+    seeds: int = 8,
+    seed: int = 0,
+    init=None,
+    random_init=None,
+    t1: float | None = None,
+    n_save: int = 100,
+    spacing: str = "log",
+    t_first: float | None = None,
+    solve_kwargs: dict | None = None,
+    tolerance: Tolerance = Tolerance(),
+    test_samples: int = 0,
+    dtype: str | None = None,
+    progress: bool | None = None,
+    divergence_bound: float = 1e8,
+    width=None,
+) -> tuple[dict, list, list]:
+    """Run ODE and simulations for each N in ``Ns``; returns ``(report, simulations, odes)``.
+
+    ``model`` is a :class:`~hildlimits.Committee` (with ``hyper``, ``init`` or ``random_init``,
+    ``t1``, ... as below), or a config of any family (:func:`hildlimits.load_config`), whose own
+    options are then used (``width``: the mean-field family's hidden units, one per ``N`` or
+    one for all).
+
+    ``report`` is JSON-ready: ``per_N`` (one dict per N), ``finite_size_exponent``,
+    ``tolerance``, ``passed``, ``reason``. ``odes[i]`` is the list of ODE trajectories for ``Ns[i]``.
+    """
+    if getattr(model, "kind", None) is not None:  # a config: its family validates
+        from hildlimits._families import family_of
+
+        options = {"Ns": list(Ns), "seeds": seeds, "seed": seed, "dtype": dtype}
+        options |= {"test_samples": test_samples, "width": width, "progress": progress}
+        if width is not None and not isinstance(width, str):
+            options["width"] = ",".join(str(int(w)) for w in np.atleast_1d(width))
+        report, (sims, odes) = family_of(model).validate(
+            model, options=options, tolerance=tolerance
+        )
+        return report, sims, odes
+    from hildlimits._families import family_of
+
+    return family_of(model).validate_model(
+        model,
+        hyper=hyper,
+        Ns=Ns,
+        seeds=seeds,
+        seed=seed,
+        init=init,
+        random_init=random_init,
+        t1=t1,
+        n_save=n_save,
+        spacing=spacing,
+        t_first=t_first,
+        solve_kwargs=solve_kwargs,
+        tolerance=tolerance,
+        test_samples=test_samples,
+        dtype=dtype,
+        progress=progress,
+        divergence_bound=divergence_bound,
+    )
