@@ -6,7 +6,7 @@ Same problem for every activation: K = M, random initial overlaps (student weigh
 orthonormal teacher), fixed second layer, lr = 0.2, output noise sigma = 0.1, t1 = 1000,
 200 log-spaced saves, default tolerances. (With sigma = 0 and a realisable ReLU teacher the
 student recovers the teacher exactly; near that point the ReLU closed forms are not Lipschitz
-(sqrt(1 - rho^2)) and the adaptive steps shrink -- see the README -- so the benchmark uses noise.)
+(sqrt(1 - rho^2)) and the adaptive steps shrink -- see docs/accuracy.md -- so the benchmark uses noise.)
 ``--tanh`` adds tanh at K = 2 twice: by default (the Kolmogorov scale mixture of erf, closed forms
 at the mixture nodes) and as ``tanh@gh`` with the mixture turned off (``mixture_nodes = 0``:
 tensor Gauss-Hermite quadrature, 20^4 nodes for the four-point terms); ``--relu-tanh`` adds a ReLU
@@ -79,8 +79,7 @@ def per_rhs(K: int, activation: str, drop_price: bool = False, n: int = 200) -> 
     ``drop_price`` every Price line integral returns 0)."""
     import jax.numpy as jnp
 
-    from hildlimits._engine.codegen import load_module
-    from hildlimits._families.committee.solve import problem as solve_problem
+    from hildlimits.engine import load_module
 
     model, init = problem(K, activation)
     system = hl.derive(model)
@@ -89,7 +88,9 @@ def per_rhs(K: int, activation: str, drop_price: bool = False, n: int = 200) -> 
         for name in [k for k in vars(module) if k.startswith("price")]:
             setattr(module, name, lambda *a, **kw: 0.0 * a[1])
     field = module.vector_field
-    y0, args = solve_problem(system, init, hl.Hyperparams(lr=0.2, noise=0.1))
+    fam = hl.get_family("committee")
+    cfg = fam.from_objects(system=system, init=init, hyper=hl.Hyperparams(lr=0.2, noise=0.1))
+    y0, args = fam.initial(system, cfg)
     y0, args = jax.tree.map(jnp.asarray, y0), jax.tree.map(jnp.asarray, args)
 
     @jax.jit

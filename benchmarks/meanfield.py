@@ -25,15 +25,17 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hildlimits as hl  # noqa: E402
-from hildlimits._families.meanfield import model as mf  # noqa: E402
 
 
 def rhs_time(system, model, init, method, nodes, repeats=5):
+    fam = hl.get_family("meanfield")
+    cfg = fam.from_objects(model=model, init=init, lr=1.0, method=method, nodes=nodes)
+    dyn = fam.dynamics(system, cfg)
     with jax.enable_x64(True):
-        args = mf._make_args(system, init, 1.0, method, nodes)
-        y = {k: jnp.asarray(v) for k, v in init.state().items()}
+        y, args = fam.initial(system, cfg)
+        y = {k: jnp.asarray(v) for k, v in y.items()}
         y["r"] = y["r"] + 0.3  # a generic state
-        f = jax.jit(lambda y, a: mf.drift(system, y, a, method=method))
+        f = jax.jit(lambda y, a: dyn.vector_field(0.0, y, a))
         jax.block_until_ready(f(y, args))
         ts = []
         for _ in range(repeats):
@@ -81,7 +83,7 @@ def main() -> None:
     for P in [int(x) for x in ns.pairwise.split(",") if x]:
         init = hl.MeanFieldInit(T=[[1.0]], v_teacher=[1.0], particles=P)
         rhs_p = rhs_time(system, model, init, "pairwise", None, repeats=3)
-        rhs_q = rhs_time(system, model, init, "quadrature", mf.default_nodes(1))
+        rhs_q = rhs_time(system, model, init, "quadrature", 64)
         rows.append(
             {
                 "P": P,

@@ -17,7 +17,6 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import hildlimits as hl  # noqa: E402
-from hildlimits._families.committee import derive as _derive  # noqa: E402
 
 
 def problem(K: int, seed: int = 0):
@@ -39,9 +38,8 @@ def main() -> None:
     ns = p.parse_args()
     Ks = [int(k) for k in ns.Ks.split(",")]
 
-    _derive._derive_committee.cache_clear()
     t0 = time.perf_counter()
-    system = _derive._derive_committee("erf", "erf", False)
+    system = hl.derive(hl.Committee(K=2, M=2, activation="erf"), cache=False)
     t_derive = time.perf_counter() - t0
     t0 = time.perf_counter()
     _ = system.source

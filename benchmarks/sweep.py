@@ -30,7 +30,6 @@ def child(points: int, batch: int | None, spread: str) -> dict:
     import numpy as np
 
     import hildlimits as hl
-    from hildlimits._pipeline.sweep import default_batch_size
 
     model = hl.Committee(K=2, M=2, activation="erf")
     init = hl.Overlaps.for_model(
@@ -59,7 +58,7 @@ def child(points: int, batch: int | None, spread: str) -> dict:
     return {
         "devices": len(jax.devices()),
         "points": points,
-        "batch": batch or default_batch_size(),
+        "batch": batch or hl.default_batch_size(),
         "spread": spread,
         "compile_s": first - min(warm),
         "warm_s": min(warm),

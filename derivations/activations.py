@@ -23,10 +23,12 @@ from scipy.special import erf
 jax.config.update("jax_enable_x64", True)
 
 import hildlimits as hl  # noqa: E402, F401
-from hildlimits._engine.activations import X  # noqa: E402
-from hildlimits._engine.codegen import expectation_function  # noqa: E402
-from hildlimits._engine.gaussian import Expectation, covariance_symbols  # noqa: E402
-from hildlimits._families.committee import derive as _derive  # noqa: E402
+from hildlimits.engine import (  # noqa: E402
+    Expectation,
+    X,  # noqa: E402
+    covariance_symbols,
+    expectation_function,  # noqa: E402
+)
 
 HERE = Path(__file__).parent
 VARIANTS = [
@@ -66,7 +68,12 @@ def main() -> int:
     rng = np.random.default_rng(0)
     failed = False
     for act, teacher, trained in VARIANTS:
-        system = _derive._derive_committee(act, teacher, trained)
+        system = hl.derive(
+            hl.Committee(
+                K=2, M=2, activation=act, teacher_activation=teacher, train_second_layer=trained
+            ),
+            cache=False,
+        )
         checks = check(system, rng)
         failed |= checks[-1] == "FAILED"
         name = f"committee_{act}_{teacher}_{'both_layers' if trained else 'first_layer'}.md"

@@ -23,8 +23,7 @@ import sympy as sp
 jax.config.update("jax_enable_x64", True)
 
 import hildlimits as hl  # noqa: E402
-from hildlimits._engine.activations import X  # noqa: E402
-from hildlimits._families.committee import derive as _derive  # noqa: E402
+from hildlimits.engine import X  # noqa: E402
 
 HERE = Path(__file__).parent
 VARIANTS = [
@@ -134,7 +133,12 @@ def check_plateau(system) -> list[str]:
 
 def main() -> int:
     for act, teacher, trained in VARIANTS:
-        system = _derive._derive_committee(act, teacher, trained)
+        system = hl.derive(
+            hl.Committee(
+                K=2, M=2, activation=act, teacher_activation=teacher, train_second_layer=trained
+            ),
+            cache=False,
+        )
         checks = []
         if act == teacher == "erf":
             checks += check_erf_expectations(system)

@@ -25,7 +25,6 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hildlimits as hl  # noqa: E402
-from hildlimits._families.meanfield.model import drift_numpy  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -62,17 +61,17 @@ def main() -> int:
     system = hl.derive_meanfield(model)
     init = hl.MeanFieldInit(T=T, v_teacher=vt, particles=p)
     for method in ("pairwise", "quadrature"):
-        out = drift_numpy(system, model, init, y, method=method, nodes=40)
+        out = hl.meanfield_drift(system, model, init, y, method=method, nodes=40)
         err = max(np.abs(out[k] - ref[k]).max() for k in ref)
         print(f"committee ODE (K = {p}) vs particle drift, {method}: max error {err:.2e}")
         ok &= err < 1e-9
     y = state(np.random.default_rng(1), 200, T, 0.4)
     model = hl.MeanField(M=M)
     init = hl.MeanFieldInit(T=T, v_teacher=vt, particles=200)
-    exact = drift_numpy(system, model, init, y, method="pairwise")
+    exact = hl.meanfield_drift(system, model, init, y, method="pairwise")
     errs = []
     for n in (8, 16, 24, 32):
-        quad = drift_numpy(system, model, init, y, method="quadrature", nodes=n)
+        quad = hl.meanfield_drift(system, model, init, y, method="quadrature", nodes=n)
         errs.append(max(np.abs(quad[k] - exact[k]).max() for k in ("r", "q", "a")))
         print(f"quadrature with n = {n:2d} nodes per dimension (M = 2): max error {errs[-1]:.2e}")
     ok &= bool(np.all(np.diff(np.log(errs)) < -2)) and errs[-1] < 1e-7

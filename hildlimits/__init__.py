@@ -51,6 +51,8 @@ _EXPORTS = {
     "Trajectory": ("_families.committee.solve", "Trajectory"),
     "save_times": ("_families.committee.solve", "save_times"),
     "solve": ("_families.committee.solve", "solve"),
+    "default_batch_size": ("_pipeline.sweep", "default_batch_size"),
+    "meanfield_drift": ("_families.meanfield.model", "drift_numpy"),
     "SweepResult": ("_pipeline.sweep", "SweepResult"),
     "sweep": ("_pipeline.sweep", "sweep"),
     "Tolerance": ("_pipeline.validate", "Tolerance"),

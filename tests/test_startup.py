@@ -102,7 +102,7 @@ def test_corrupt_entries_are_rebuilt_not_fatal(two_runs):
 def test_library_import_is_light_and_switches_nothing_on():
     code = (
         "import sys, jax, hildlimits as hl\n"
-        "from hildlimits import _export\n"
+        "from hildlimits._pipeline import export as _export\n"
         "hl.Committee(K=2, M=2, activation='erf', teacher_activation='sign')\n"
         "hl.Hyperparams(lr=0.5)\n"
         "print(json.dumps(['sympy' in sys.modules, 'matplotlib' in sys.modules, "

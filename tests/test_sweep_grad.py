@@ -80,7 +80,7 @@ def test_interrupted_sweep_resumes_to_the_same_result(tmp_path, monkeypatch):
     params = {"training.lr": [0.2, 0.4, 0.6, 0.8, 1.0]}
     kw = dict(init=CFG.init, hyper=CFG.hyper, params=params, batch_size=2, **OPTS)
     full = sweep(SYSTEM, **kw)
-    original = _sweep._write_atomic
+    original = _sweep.write_json
     calls = []
 
     def interrupt_after_first(path, data):
@@ -89,7 +89,7 @@ def test_interrupted_sweep_resumes_to_the_same_result(tmp_path, monkeypatch):
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_sweep, "_write_atomic", interrupt_after_first)
+    monkeypatch.setattr(_sweep, "write_json", interrupt_after_first)
     with pytest.raises(KeyboardInterrupt):
         sweep(SYSTEM, store=tmp_path, **kw)
     assert len(json.loads((tmp_path / "sweep.partial-0.json").read_text())["batches"]) == 1

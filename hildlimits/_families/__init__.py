@@ -54,5 +54,16 @@ def family_of(obj) -> Family:
     return get_family(kind)
 
 
+def config_for(system, config=None, *, who: str, init=None, hyper=None, **objects):
+    """``(family, config)`` of a derived ``system``: the given ``config``, or one built by the
+    family from Python objects (the committee's ``init`` and ``hyper``)."""
+    family = family_of(system)
+    if config is None:
+        if init is None or hyper is None:
+            raise TypeError(f"{who} needs config=, or init= and hyper=")
+        config = family.from_objects(system=system, init=init, hyper=hyper, **objects)
+    return family, config
+
+
 def all_families() -> list[Family]:
     return [get_family(k) for k in REGISTRY]

@@ -42,15 +42,8 @@ def _code_fingerprint() -> str:
     """Hash of the modules that derive and generate code (so an edited source tree never reads
     entries written by different derivation code under the same version number)."""
     here = Path(__file__).parent.parent  # the package
-    names = (
-        "_families/committee/derive.py",
-        "_engine/gaussian.py",
-        "_engine/symbolic.py",
-        "_engine/codegen.py",
-        "_engine/runtime.py",
-        "_engine/expr.py",
-    )
-    files = sorted([here / n for n in names] + list((here / "_engine/activations").glob("*.py")))
+    # the engine and every family's derivation code (an edit anywhere there re-derives: safe)
+    files = sorted([*(here / "_engine").rglob("*.py"), *(here / "_families").rglob("*.py")])
     h = hashlib.sha256()
     for f in files:
         h.update(f.relative_to(here).as_posix().encode())
@@ -80,6 +73,11 @@ def cache_key(structure: dict) -> str:
         "code": _code_fingerprint(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def content_digest(data: dict) -> str:
+    """SHA-256 of a cache entry's content (everything but the digest itself)."""
+    return _digest(data)
 
 
 def _digest(data: dict) -> str:
@@ -206,8 +204,20 @@ def _from_json(data: dict, rebuild: Callable[[], object] | None = None):
     )
 
 
-def cached_system(structure: dict, build: Callable[[], object]):
-    """The system for ``structure``: from memory, else from disk, else ``build()`` (then stored)."""
+def cached_system(
+    structure: dict,
+    build: Callable[[], object],
+    *,
+    to_json: Callable[[object], dict] | None = None,
+    from_json: Callable[..., object] | None = None,
+):
+    """The system for ``structure``: from memory, else from disk, else ``build()`` (then stored).
+
+    ``to_json`` / ``from_json(data, rebuild=...)``: the family's codec (default: the
+    committee's :class:`~hildlimits.ODESystem`). ``to_json`` returns a dict with at least
+    ``format``, ``structure`` and ``digest`` (:func:`content_digest`)."""
+    to_json = _to_json if to_json is None else to_json
+    from_json = _from_json if from_json is None else from_json
     key = cache_key(structure)
     if key in _MEMORY:
         return _MEMORY[key]
@@ -220,13 +230,13 @@ def cached_system(structure: dict, build: Callable[[], object]):
             and data.get("structure") == structure
             and data.get("digest") == _digest(data)
         ):
-            system = _from_json(data, rebuild=build)
+            system = from_json(data, rebuild=build)
     except (OSError, ValueError, KeyError, TypeError, SyntaxError, AttributeError):
         system = None
     if system is None:
         system = build()
         try:
-            _write_atomic(path, json.dumps(_to_json(system)))
+            _write_atomic(path, json.dumps(to_json(system)))
         except OSError:
             pass  # an unwritable cache only costs time
     _MEMORY[key] = system

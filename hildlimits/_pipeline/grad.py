@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from hildlimits._errors import ConfigError
-from hildlimits._families import DEFAULT_KIND, family_of, get_family
+from hildlimits._families import DEFAULT_KIND, config_for, get_family
 from hildlimits._pipeline import runner as _runner
 from hildlimits._pipeline.runner import OBSERVABLES as OBSERVABLES
 
@@ -65,11 +65,9 @@ def gradient(
         >>> init = hl.Overlaps.for_model(m, Q=[[0.3]], R=[[0.05]], T=[[1.0]])
         >>> val, g = gradient(hl.derive(m), init=init, hyper=hl.Hyperparams(lr=0.4), wrt=["training.lr"], t1=5.0)
     """
-    family = family_of(system)
-    if config is None:
-        if init is None or hyper is None:
-            raise TypeError("gradient needs config=, or init= and hyper= (committee)")
-        config = family.from_objects(system=system, init=init, hyper=hyper, lr_tied=lr_tied)
+    family, config = config_for(
+        system, config, who="gradient", init=init, hyper=hyper, lr_tied=lr_tied
+    )
     so = family.solve_options(config)
     t1 = so["t1"] if t1 is None else t1
     rtol = so["rtol"] if rtol is None else rtol

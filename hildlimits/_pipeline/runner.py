@@ -356,6 +356,27 @@ def compiled(cache: dict, key: tuple, make, *, batched: bool = False, export_key
     return cache[key]
 
 
+def compiled_dynamics(dyn, *, solver: str, max_steps: int, steady=False, batched=False):
+    """:func:`compiled` run of a family's :class:`~hildlimits._families.Dynamics` (its vector
+    field, risk, schedule hook and risk options), cached in ``dyn.cache``."""
+    scheduled_run = dyn.schedule is not None
+    return compiled(
+        dyn.cache,
+        (*dyn.key, solver, max_steps, steady, scheduled_run),
+        lambda: build_run(
+            dyn.vector_field,
+            dyn.risk,
+            solver=solver,
+            max_steps=max_steps,
+            steady=steady,
+            schedule=dyn.schedule,
+            risk_event=dyn.risk_event,
+            risk_map=dyn.risk_map,
+        ),
+        batched=batched,
+    )
+
+
 def blew_up(out) -> bool:
     """Whether a failed solve stopped on a finite-time blow-up (see :data:`BLOW_UP_GROWTH`)."""
     ys = out["ys"]

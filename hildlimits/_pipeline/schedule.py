@@ -94,17 +94,13 @@ def optimize_schedule(
     import jax.numpy as jnp
     import optax
 
-    from hildlimits._families import family_of
+    from hildlimits._families import config_for
     from hildlimits._pipeline import runner as _runner
     from hildlimits._pipeline.sweep import sweep
 
-    family = family_of(system)
+    family, config = config_for(system, config, who="optimize_schedule", init=init, hyper=hyper)
     if family.schedule_param is None:
         family.refuse("optimize-schedule")
-    if config is None:
-        if init is None or hyper is None:
-            raise TypeError("optimize_schedule needs config=, or init= and hyper= (committee)")
-        config = family.from_objects(system=system, init=init, hyper=hyper)
     family.schedule_value(config)  # refuses configs without the parameter
     t1 = family.solve_options(config)["t1"] if t1 is None else t1
     if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:

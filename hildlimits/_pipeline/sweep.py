@@ -44,7 +44,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from hildlimits._errors import ConfigError
-from hildlimits._families import DEFAULT_KIND, family_of, get_family
+from hildlimits._families import DEFAULT_KIND, config_for, get_family
 from hildlimits._pipeline import runner as _runner
 from hildlimits._pipeline.io import write_json
 from hildlimits._pipeline.runner import RunStatus, Status, check_solve_options, save_times
@@ -183,11 +183,9 @@ def sweep(
             interruption; deleted when the sweep completes).
         Other options as in :func:`hildlimits.solve` (default: the config's).
     """
-    family = family_of(system)
-    if config is None:
-        if init is None or hyper is None:
-            raise TypeError("sweep needs config=, or init= and hyper= (committee)")
-        config = family.from_objects(system=system, init=init, hyper=hyper, lr_tied=lr_tied)
+    family, config = config_for(
+        system, config, who="sweep", init=init, hyper=hyper, lr_tied=lr_tied
+    )
     so = family.solve_options(config)
     given = {"rtol": rtol, "atol": atol, "solver": solver, "max_steps": max_steps}
     given["divergence_bound"] = divergence_bound
@@ -282,19 +280,7 @@ def sweep(
         bar = tqdm(total=len(todo), unit="batch", desc=f"sweep {len(points)} points")
     with jax.enable_x64(True):
         dyn = family.dynamics(system, base)
-        run = _runner.compiled(
-            dyn.cache,
-            (*dyn.key, solver, max_steps, False, False),
-            lambda: _runner.build_run(
-                dyn.vector_field,
-                dyn.risk,
-                solver=solver,
-                max_steps=max_steps,
-                risk_event=dyn.risk_event,
-                risk_map=dyn.risk_map,
-            ),
-            batched=True,
-        )
+        run = _runner.compiled_dynamics(dyn, solver=solver, max_steps=max_steps, batched=True)
         tols = (np.float64(rtol), np.float64(atol))
         pad = nd if mesh_mode else 1
         sharding = (

@@ -70,66 +70,26 @@ class SimulationStopped(RuntimeError):
         super().__init__(f"the simulation at {where} {sim.status}")
 
 
-def validate(
-    model,
-    *,
-    hyper=None,
-    Ns,
-    seeds: int = 8,
-    seed: int = 0,
-    init=None,
-    random_init=None,
-    t1: float | None = None,
-    n_save: int = 100,
-    spacing: str = "log",
-    t_first: float | None = None,
-    solve_kwargs: dict | None = None,
-    tolerance: Tolerance = Tolerance(),
-    test_samples: int = 0,
-    dtype: str | None = None,
-    progress: bool | None = None,
-    divergence_bound: float = 1e8,
-    width=None,
-) -> tuple[dict, list, list]:
-    """Run ODE and simulations for each N in ``Ns``; returns ``(report, simulations, odes)``.
+def validate(model, *, Ns, tolerance: Tolerance = Tolerance(), width=None, **options):
+    """Run the ODE and simulations for each N in ``Ns``; returns ``(report, simulations, odes)``.
 
-    ``model`` is a :class:`~hildlimits.Committee` (with ``hyper``, ``init`` or ``random_init``,
-    ``t1``, ... as below), or a config of any family (:func:`hildlimits.load_config`), whose own
-    options are then used (``width``: the mean-field family's hidden units, one per ``N`` or
-    one for all).
+    ``model`` is a config of any family (:func:`hildlimits.load_config`): its own options are
+    used, and ``options`` may set ``seeds`` (8), ``seed`` (0), ``dtype``, ``test_samples``
+    (committee), ``progress``; ``width``: the mean-field family's hidden units (one per ``N``
+    or one for all). Or ``model`` is a :class:`~hildlimits.Committee`, with ``options``
+    ``hyper``, ``init`` or ``random_init``, ``t1``, ``n_save``, ``spacing``, ``t_first``,
+    ``solve_kwargs``, ``seeds``, ``seed``, ``test_samples``, ``dtype``, ``progress``,
+    ``divergence_bound``.
 
-    ``report`` is JSON-ready: ``per_N`` (one dict per N), ``finite_size_exponent``,
-    ``tolerance``, ``passed``, ``reason``. ``odes[i]`` is the list of ODE trajectories for ``Ns[i]``.
+    ``report`` is JSON-ready (``passed``, ``reason``, per-N or per-width deviations, the
+    finite-size fit, the ``tolerance``); ``odes[i]`` belongs to ``simulations[i]``.
     """
-    if getattr(model, "kind", None) is not None:  # a config: its family validates
-        from hildlimits._families import family_of
-
-        options = {"Ns": list(Ns), "seeds": seeds, "seed": seed, "dtype": dtype}
-        options |= {"test_samples": test_samples, "width": width, "progress": progress}
-        if width is not None and not isinstance(width, str):
-            options["width"] = ",".join(str(int(w)) for w in np.atleast_1d(width))
-        report, (sims, odes) = family_of(model).validate(
-            model, options=options, tolerance=tolerance
-        )
-        return report, sims, odes
     from hildlimits._families import family_of
 
-    return family_of(model).validate_model(
-        model,
-        hyper=hyper,
-        Ns=Ns,
-        seeds=seeds,
-        seed=seed,
-        init=init,
-        random_init=random_init,
-        t1=t1,
-        n_save=n_save,
-        spacing=spacing,
-        t_first=t_first,
-        solve_kwargs=solve_kwargs,
-        tolerance=tolerance,
-        test_samples=test_samples,
-        dtype=dtype,
-        progress=progress,
-        divergence_bound=divergence_bound,
-    )
+    if getattr(model, "kind", None) is not None:  # a config: its family validates
+        opts = {"Ns": list(Ns), "seeds": 8, "seed": 0, "width": width} | options
+        if width is not None and not isinstance(width, str):
+            opts["width"] = ",".join(str(int(w)) for w in np.atleast_1d(width))
+        report, (sims, odes) = family_of(model).validate(model, options=opts, tolerance=tolerance)
+        return report, sims, odes
+    return family_of(model).validate_model(model, Ns=Ns, tolerance=tolerance, **options)

@@ -646,7 +646,8 @@ def derive(model: Committee, *, cache: bool = True) -> ODESystem:
 
     Args:
         model: a :class:`Committee`.
-        cache: use the on-disk cache (see :func:`hildlimits.cache_dir`).
+        cache: use the on-disk and in-memory caches (see :func:`hildlimits.cache_dir`);
+            ``False`` derives from scratch.
 
     Returns:
         :class:`ODESystem`.
@@ -662,7 +663,7 @@ def derive(model: Committee, *, cache: bool = True) -> ODESystem:
         from hildlimits._pipeline.cache import cached_system
 
         return cached_system(model.structure, lambda: _derive_committee(*_structure_args(model)))
-    return _derive_committee(*_structure_args(model))
+    return _derive_committee.__wrapped__(*_structure_args(model))
 
 
 def _structure_args(model: Committee):

@@ -66,18 +66,7 @@ SOLVE_DEFAULTS = {
     "method": "quadrature",
     "nodes": None,
 }
-_RUNNER_KEYS = (
-    "t1",
-    "n_save",
-    "spacing",
-    "t_first",
-    "rtol",
-    "atol",
-    "solver",
-    "max_steps",
-    "divergence_bound",
-    "steady_state",
-)
+_RUNNER_KEYS = tuple(k for k in SOLVE_DEFAULTS if k not in ("method", "nodes")) + ("t1",)
 _INIT_SCALARS = ("init.a_mean", "init.a_std", "init.q")
 
 

@@ -1,6 +1,6 @@
 r"""Mean-field limit of wide two-layer networks: particle ODEs derived, generated and solved.
 
-Model (conventions of this module; see the README, "Mean-field limit")::
+Model (conventions of this module; see docs/meanfield.md)::
 
     student  \hat y(x) = (1/p) \sum_{j<=p} a_j g(\lambda_j),   \lambda_j = w_j.x/\sqrt d
     teacher  y = \sum_{n<=M} v^*_n g_*(\nu_n) + \sigma\zeta,    \nu_n = w^*_n.x/\sqrt d
@@ -691,9 +691,96 @@ def _derive_meanfield(activation: str, teacher_activation: str) -> MeanFieldSyst
     )
 
 
+def _system_to_json(system: MeanFieldSystem) -> dict:
+    """The derivation-cache entry of a mean-field system (SymPy parts as ``srepr``)."""
+    from hildlimits._pipeline.cache import FORMAT, content_digest
+
+    sr = sp.srepr
+
+    def term(t: MFTerm) -> dict:
+        return {
+            "coeff": sr(t.coeff),
+            "sums": list(t.sums),
+            "fields": list(t.fields),
+            "funcs": [sr(f) for f in t.funcs],
+            "labels": list(t.labels),
+            "name": t.name,
+            "merged": t.merged,
+        }
+
+    data = {
+        "format": FORMAT,
+        "structure": system.structure,
+        "equations": {k: [term(t) for t in v] for k, v in system.equations.items()},
+        "risk": [term(t) for t in system.risk],
+        "expectations": {
+            name: [[sr(f) for f in funcs], list(fields), sr(expr), list(labels)]
+            for name, (funcs, fields, expr, labels) in system.expectations.items()
+        },
+        "smoothings": {
+            lbl: [sr(f), None if expr is None else sr(expr)]
+            for lbl, (f, expr) in system.smoothings.items()
+        },
+        "methods": dict(system.methods),
+        "source": system.source,
+    }
+    data["digest"] = content_digest(data)
+    return data
+
+
+def _system_from_json(data: dict, rebuild=None) -> MeanFieldSystem:
+    """The system of a checked cache entry (see :func:`_system_to_json`)."""
+    from hildlimits._engine.gaussian import SYMPY_LOCALS
+
+    names = dict(SYMPY_LOCALS) | {"XiMixture": XiMixture, "XiGaussHermite": XiGaussHermite}
+
+    def ex(text):
+        return sp.sympify(text, locals=names)
+
+    def term(t) -> MFTerm:
+        return MFTerm(
+            coeff=ex(t["coeff"]),
+            sums=tuple(t["sums"]),
+            fields=tuple(t["fields"]),
+            funcs=tuple(ex(f) for f in t["funcs"]),
+            labels=tuple(t["labels"]),
+            name=t["name"],
+            merged=t["merged"],
+        )
+
+    system = MeanFieldSystem(
+        structure=data["structure"],
+        equations={k: tuple(term(t) for t in v) for k, v in data["equations"].items()},
+        risk=tuple(term(t) for t in data["risk"]),
+        expectations={
+            name: (tuple(ex(f) for f in funcs), tuple(fields), ex(expr), tuple(labels))
+            for name, (funcs, fields, expr, labels) in data["expectations"].items()
+        },
+        smoothings={
+            lbl: (ex(f), None if expr is None else ex(expr))
+            for lbl, (f, expr) in data["smoothings"].items()
+        },
+        methods=dict(data["methods"]),
+    )
+    system._jax["source"] = data["source"]
+    return system
+
+
 @functools.lru_cache(maxsize=16)
 def _derive_cached(activation: str, teacher_activation: str) -> MeanFieldSystem:
-    return _derive_meanfield(activation, teacher_activation)
+    from hildlimits._pipeline.cache import cached_system
+
+    structure = {
+        "family": "meanfield",
+        "activation": activation,
+        "teacher_activation": teacher_activation,
+    }
+    return cached_system(
+        structure,
+        lambda: _derive_meanfield(activation, teacher_activation),
+        to_json=_system_to_json,
+        from_json=_system_from_json,
+    )
 
 
 def derive_meanfield(model: MeanField) -> MeanFieldSystem:
@@ -1389,20 +1476,7 @@ def solve_meanfield(
         if sched is not None:
             args["_sched_edges"] = np.asarray(sched.edges, np.float64)
             args["_sched_values"] = np.asarray(sched.values, np.float64)
-        run = _runner.compiled(
-            dyn.cache,
-            (*dyn.key, solver, max_steps, steady, sched is not None),
-            lambda: _runner.build_run(
-                dyn.vector_field,
-                dyn.risk,
-                solver=solver,
-                max_steps=max_steps,
-                steady=steady,
-                schedule=dyn.schedule,
-                risk_event=dyn.risk_event,
-                risk_map=dyn.risk_map,
-            ),
-        )
+        run = _runner.compiled_dynamics(dyn, solver=solver, max_steps=max_steps, steady=steady)
         t0 = time.perf_counter()
         # compiled executables are kept per shape (P, M, nodes, save times): compile once
         exe_key = ("exe", *dyn.key, solver, max_steps, steady, len(ts), sched is not None)
