@@ -23,6 +23,7 @@ _EXPORTS = {
     "derive": ("_families.committee.derive", "derive"),
     "ConfigError": ("_errors", "ConfigError"),
     "SolveError": ("_errors", "SolveError"),
+    "DivergedError": ("_errors", "DivergedError"),
     "Family": ("_families", "Family"),
     "get_family": ("_families", "get_family"),
     "available_families": ("_families", "kinds"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hildlimits._errors import ConfigError, SolveError
+from hildlimits._errors import ConfigError, DivergedError, SolveError
 from hildlimits._pipeline.runner import RunStatus, Status
 
 
@@ -600,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
+    except DivergedError as exc:  # diverging dynamics: exit 1, as a diverging solve
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, SolveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

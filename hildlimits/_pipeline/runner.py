@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hildlimits._errors import ConfigError, SolveError
+from hildlimits._errors import ConfigError, DivergedError, SolveError
 from hildlimits._pipeline.validators import positive as _check_positive
 
 SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
@@ -517,7 +517,7 @@ def check_differentiated(value, grads, info, *, t1: float, max_steps: int) -> No
             "--max-steps"
         )
     if bool(info["event"]):
-        raise SolveError(
+        raise DivergedError(
             f"the dynamics diverged at t={t_stop:.6g} (the state or the risk left its bound): "
             "no gradient at t1; lower the learning rate or t1"
         )
