@@ -1,7 +1,7 @@
 """TOML configuration: read, look the family up once by ``[model] kind``, let it validate.
 
-The schema of each family is in its module (``hildlimits/_families/<kind>.py``); the shared
-validators are in :mod:`hildlimits._families._schema`. ``kind = "committee"`` is the default.
+The schema of each family is in its folder (``hildlimits/_families/<kind>/``); the shared
+validators are in :mod:`hildlimits._pipeline.validators`. ``kind = "committee"`` is the default.
 """
 
 from __future__ import annotations
