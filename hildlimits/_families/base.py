@@ -66,7 +66,6 @@ class Family:
     """The ``[model] kind`` value (registry key)."""
     title: str = ""
     """One line for help texts and errors."""
-    time_unit: str = "t = steps / N"
     commands: tuple[str, ...] = COMMANDS
     """Commands this family supports (the others are refused with exit 2)."""
     sweepable: dict[str, str] = {}

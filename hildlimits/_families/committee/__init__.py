@@ -567,8 +567,5 @@ class CommitteeFamily(Family):
         plot_validation(sims, odes, *paths, log_time=cfg.solve.spacing == "log")
         return paths
 
-    def plot_time_axis(self, cfg) -> bool:
-        return cfg.solve.spacing == "log"
-
 
 FAMILY = CommitteeFamily()

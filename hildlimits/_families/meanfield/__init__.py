@@ -141,7 +141,6 @@ def _standard_normals(init) -> np.ndarray:
 class MeanFieldFamily(Family):
     kind = "meanfield"
     title = "mean-field limit of wide two-layer networks (particles r_j, q_j, a_j)"
-    time_unit = "tau = lr * steps / d"
     sweepable = {
         "training.lr": "first-layer learning rate eta (the ODE sees only eta_a / eta)",
         "training.lr_second_layer": "readout learning rate eta_a",
