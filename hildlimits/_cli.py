@@ -1,6 +1,8 @@
 """Command-line interface: ``hildlimits derive|solve|simulate|validate|sweep|grad|optimize-schedule CONFIG ...``.
 
-Exit codes: 0 success; 1 the dynamics diverged (the output is still written); 2 bad input.
+Exit codes: 0 success; 1 the dynamics diverged or a validation failed (the output is still
+written); 2 bad input, a request too large for the machine, or a busy output folder; 130
+interrupted (Ctrl-C; what had finished is written). See ``docs/guarantees.md``.
 The CLI enables JAX float64 explicitly (``jax_enable_x64``) before any computation.
 """
 
@@ -36,9 +38,19 @@ def _versions() -> dict:
 
 
 def _check_writable(path: Path, what: str) -> None:
-    parent = path.resolve().parent
     if path.is_dir():
         raise ConfigError(f"{what} {str(path)!r} is a directory, expected a file path")
+    try:
+        parent = path.resolve().parent
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"{what} {str(path)!r}: {exc}") from None
+    for above in (parent, *parent.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise ConfigError(
+                    f"{what} {str(path)!r}: {str(above)!r} is a file, not a directory"
+                )
+            break
     if not parent.exists():
         try:
             parent.mkdir(parents=True)
@@ -109,6 +121,28 @@ def _write_json(path: Path, data: dict) -> None:
     write_json(path, data)
 
 
+def _locked(path: Path, *, directory: bool):
+    """The output lock of a run (:func:`hildlimits._pipeline.io.output_lock`)."""
+    from hildlimits._pipeline.io import output_lock
+
+    return output_lock(path, directory=directory)
+
+
+def _preflight(ns, cfg, family, options: dict | None = None) -> None:
+    """Refuse a request whose estimated memory or run time does not fit, before any work
+    (:mod:`hildlimits._pipeline.limits`); ``--force`` turns the refusal into a warning."""
+    from hildlimits._pipeline.limits import check_command
+
+    opts = _options(ns, family) if options is None else options
+    check_command(family, cfg, ns.command, opts, force=getattr(ns, "force", False))
+
+
+def _phase(label: str):
+    from hildlimits._pipeline.progress import phase
+
+    return phase(label)
+
+
 def cmd_derive(ns) -> int:
     cfg, family = _load(ns)
     system = family.derive(cfg)
@@ -135,11 +169,19 @@ def cmd_solve(ns) -> int:
     _check_writable(out, "--out")
     if ns.plot:
         _check_writable(Path(ns.plot), "--plot")
+    _preflight(ns, cfg, family)
+    with _locked(out, directory=False):
+        return _solve(ns, cfg, family, out)
+
+
+def _solve(ns, cfg, family, out: Path) -> int:
     t0 = time.perf_counter()
-    system = family.derive(cfg)
+    with _phase("deriving"):
+        system = family.derive(cfg)
     t_derive = time.perf_counter() - t0
     t0 = time.perf_counter()
-    traj = family.solve(system, cfg)
+    with _phase("compiling and solving"):
+        traj = family.solve(system, cfg)
     t_solve = time.perf_counter() - t0
     data = traj.to_dict()
     data["meta"] = (
@@ -171,7 +213,14 @@ def cmd_simulate(ns) -> int:
         raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
     if ns.N < 1:
         raise ConfigError(f"--N must be a positive integer, got {ns.N}")
+    if getattr(ns, "test_samples", 0) and ns.test_samples < 0:
+        raise ConfigError(f"--test-samples must be a non-negative integer, got {ns.test_samples}")
+    _preflight(ns, cfg, family)
+    with _locked(out, directory=False):
+        return _simulate(ns, cfg, family, out)
 
+
+def _simulate(ns, cfg, family, out: Path) -> int:
     def as_json(sim) -> dict:
         data = sim.to_dict()
         data["meta"] = _meta(cfg, family) | {
@@ -198,21 +247,42 @@ def cmd_simulate(ns) -> int:
 
 
 def cmd_validate(ns) -> int:
-    import jax
-
-    from hildlimits._pipeline.validate import SimulationStopped
-
     cfg, family = _load(ns)
     Ns = _int_list(ns.N, "--N")
-    if ns.seeds < 1:
-        raise ConfigError(f"--seeds must be a positive integer, got {ns.seeds}")
+    if ns.seeds < 2:
+        raise ConfigError(
+            f"--seeds must be at least 2 for validate (the agreement is measured in standard "
+            f"errors over seeds, and a standard error needs at least two seeds), got {ns.seeds}"
+        )
     outdir = _outdir(ns.out)
     options = _options(ns, family) | {"Ns": Ns}
+    _preflight(ns, cfg, family, options)
+    with _locked(outdir, directory=True):
+        return _validate(ns, cfg, family, outdir, options)
+
+
+def _validate(ns, cfg, family, outdir: Path, options: dict) -> int:
+    import jax
+
+    from hildlimits._pipeline.validate import SimulationStopped, ValidationInterrupted
+
     try:
         report, artefacts = family.validate(cfg, options=options, tolerance=_tolerance(ns))
     except SimulationStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if exc.simulation.diverged else 130
+    except ValidationInterrupted as exc:
+        # Ctrl-C after some N finished: keep them (report.json marked interrupted)
+        report, artefacts = exc.report, exc.artefacts
+        report["meta"] = _meta(cfg, family) | {"device": jax.default_backend()}
+        _write_json(outdir / "report.json", report)
+        done = exc.done
+        print(
+            f"interrupted: the {done} value{'s' if done != 1 else ''} of --N that finished "
+            f"{'are' if done != 1 else 'is'} kept in {outdir / 'report.json'}",
+            file=sys.stderr,
+        )
+        return 130
     report["meta"] = _meta(cfg, family) | {"device": jax.default_backend()}
     _write_json(outdir / "report.json", report)
     paths = family.plot_validation(artefacts, outdir, cfg=cfg)
@@ -223,9 +293,7 @@ def cmd_validate(ns) -> int:
 
 
 def cmd_sweep(ns) -> int:
-    import jax
-
-    from hildlimits._pipeline.sweep import parse_param, plot_sweep, sweep
+    from hildlimits._pipeline.sweep import parse_param
 
     cfg, family = _load(ns)
     params = {}
@@ -237,8 +305,23 @@ def cmd_sweep(ns) -> int:
     if ns.batch_size is not None and ns.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {ns.batch_size}")
     outdir = _outdir(ns.out)
+    from hildlimits._pipeline.limits import grid_points
+    from hildlimits._pipeline.sweep import default_batch_size
+
+    batch = ns.batch_size if ns.batch_size is not None else default_batch_size()
+    _preflight(ns, cfg, family, {"points": grid_points(params), "batch_size": batch})
+    with _locked(outdir, directory=True):
+        return _sweep(ns, cfg, family, outdir, params)
+
+
+def _sweep(ns, cfg, family, outdir: Path, params: dict) -> int:
+    import jax
+
+    from hildlimits._pipeline.sweep import plot_sweep, sweep
+
     so = family.solve_options(cfg)
-    system = family.derive(cfg)
+    with _phase("deriving"):
+        system = family.derive(cfg)
     try:
         res = sweep(
             system,
@@ -250,6 +333,7 @@ def cmd_sweep(ns) -> int:
             spread=ns.spread,
             store=outdir,
             distributed=ns.distributed,
+            force=ns.force,
         )
     except KeyboardInterrupt:
         print(
@@ -275,15 +359,30 @@ def cmd_sweep(ns) -> int:
 
 
 def cmd_grad(ns) -> int:
-    from hildlimits._pipeline.grad import gradient
-
     cfg, family = _load(ns)
     out = Path(ns.out)
     _check_writable(out, "--out")
+    if ns.max_steps < 1:
+        raise ConfigError(f"--max-steps must be a positive integer, got {ns.max_steps}")
+    _preflight(ns, cfg, family)
+    with _locked(out, directory=False):
+        return _grad(ns, cfg, family, out)
+
+
+def _grad(ns, cfg, family, out: Path) -> int:
+    from hildlimits._pipeline.grad import gradient
+
     wrt = [w.strip() for w in ns.wrt.split(",") if w.strip()]
     so = family.solve_options(cfg)
-    system = family.derive(cfg)
-    value, grads = gradient(
+    with _phase("deriving"):
+        system = family.derive(cfg)
+    with _phase("compiling and differentiating the solve"):
+        value, grads = _gradient(gradient, system, cfg, wrt, so, ns)
+    return _grad_write(ns, cfg, family, out, wrt, value, grads)
+
+
+def _gradient(gradient, system, cfg, wrt, so, ns):
+    return gradient(
         system,
         config=cfg,
         wrt=wrt,
@@ -294,6 +393,9 @@ def cmd_grad(ns) -> int:
         solver=so["solver"],
         max_steps=min(so["max_steps"], ns.max_steps),
     )
+
+
+def _grad_write(ns, cfg, family, out, wrt, value, grads) -> int:
     data = {
         "risk": value,
         "observable": "risk at t1" if ns.observable == "final" else "time-averaged risk on [0, t1]",
@@ -310,8 +412,6 @@ def cmd_grad(ns) -> int:
 
 
 def cmd_optimize_schedule(ns) -> int:
-    from hildlimits._pipeline.schedule import Schedule, optimize_schedule
-
     cfg, family = _load(ns)
     outdir = _outdir(ns.out)
     if ns.N < 1 or ns.seeds < 1:
@@ -321,19 +421,51 @@ def cmd_optimize_schedule(ns) -> int:
     family.schedule_value(cfg)
     options = _options(ns, family)
     family.check_simulation(cfg, options)  # the simulation's flags, before the optimisation
+    from hildlimits._pipeline.schedule import check_pieces
+
+    check_pieces(ns.pieces, ns.steps, force=ns.force)
+    _preflight(ns, cfg, family, options)
+    with _locked(outdir, directory=True):
+        return _optimize_schedule(ns, cfg, family, outdir, options)
+
+
+def _optimize_schedule(ns, cfg, family, outdir: Path, options: dict) -> int:
+    from hildlimits._pipeline.progress import bar
+    from hildlimits._pipeline.schedule import Schedule, optimize_schedule
+
     so = family.solve_options(cfg)
-    system = family.derive(cfg)
+    with _phase("deriving"):
+        system = family.derive(cfg)
     t0 = time.perf_counter()
-    res = optimize_schedule(system, config=cfg, t1=so["t1"], pieces=ns.pieces, steps=ns.steps)
+    with bar(ns.steps, "optimising the schedule", unit="step") as tick:
+        res = optimize_schedule(
+            system,
+            config=cfg,
+            t1=so["t1"],
+            pieces=ns.pieces,
+            steps=ns.steps,
+            progress=tick,
+            force=ns.force,
+            interruptible=True,
+        )
     t_opt = time.perf_counter() - t0
+    if res.get("interrupted"):
+        return _write_interrupted_schedule(ns, cfg, family, outdir, res, t_opt)
     sched = res["schedule"]
     const = Schedule.constant(res["best_constant_lr"])
     kw = {"n_save": so["n_save"], "spacing": "linear"}
-    ode_opt = family.solve(system, cfg, schedule=sched, **kw)
-    ode_const = family.solve(system, cfg, schedule=const, **kw)
-    sims = {}
-    for name, s in (("optimised", sched), ("constant", const)):
-        sims[name] = family.simulate(cfg, options=options, schedule=s, **kw)
+    try:
+        with _phase("solving the ODE with both schedules"):
+            ode_opt = family.solve(system, cfg, schedule=sched, **kw)
+            ode_const = family.solve(system, cfg, schedule=const, **kw)
+        sims = {}
+        for name, s in (("optimised", sched), ("constant", const)):
+            sims[name] = family.simulate(cfg, options=options, schedule=s, **kw)
+            if RunStatus.parse(sims[name].status).kind is Status.INTERRUPTED:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        res["interrupted"] = "after the optimisation, before the simulation check finished"
+        return _write_interrupted_schedule(ns, cfg, family, outdir, res, t_opt)
 
     # the last 10% of the run, averaged over seeds and save times: the simulated final risk
     def tail(sim):
@@ -393,6 +525,34 @@ def cmd_optimize_schedule(ns) -> int:
     return 0
 
 
+def _write_interrupted_schedule(ns, cfg, family, outdir: Path, res: dict, t_opt: float) -> int:
+    """Ctrl-C during ``optimize-schedule``: write the best schedule found so far (without the
+    simulation check) to ``schedule.json``, marked ``interrupted``; exit 130."""
+    sched = res["schedule"]
+    data = {
+        "parameter": family.schedule_param,
+        "pieces": ns.pieces,
+        "edges": sched.edges.tolist(),
+        "schedule": sched.values.tolist(),
+        "best_constant_lr": res["best_constant_lr"],
+        "risk_t1_ode": {
+            "optimised": res["risk_optimised"],
+            "best_constant": res["risk_best_constant"],
+        },
+        "history": res["history"],
+        "interrupted": str(res["interrupted"]),
+        "meta": _meta(cfg, family) | {"optimisation_seconds": t_opt},
+    }
+    _write_json(outdir / "schedule.json", data)
+    print(
+        f"interrupted {res['interrupted']}: the best schedule so far "
+        f"({len(res['history'])} steps) is written to {outdir / 'schedule.json'} "
+        "(no simulation check)",
+        file=sys.stderr,
+    )
+    return 130
+
+
 def _plot_schedule(data, path, *, label: str = "learning rate η(t)") -> None:
     from hildlimits._pipeline.plot import _pyplot
 
@@ -425,10 +585,34 @@ def _plot_schedule(data, path, *, label: str = "learning rate η(t)") -> None:
     plt.close(fig)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help texts end with ``(default: ...)`` where a flag has a default worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "%(default)" not in text
+            and "default" not in text
+            and default not in (None, False, argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+_FORCE_HELP = (
+    "run even if the estimated memory or run time exceeds what is available "
+    "(docs/guarantees.md); the estimate is printed as a warning"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hildlimits", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("derive", help="derive and print the ODE system of a config")
+    d = sub.add_parser(
+        "derive", formatter_class=_HelpFormatter, help="derive and print the ODE system of a config"
+    )
     d.add_argument("config")
     fmt = d.add_mutually_exclusive_group()
     fmt.add_argument("--latex", action="store_true", help="print LaTeX")
@@ -436,16 +620,24 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--source", action="store_true", help="print the generated JAX source")
     d.add_argument("--out", help="write to this file instead of stdout")
     d.set_defaults(func=cmd_derive)
-    s = sub.add_parser("solve", help="derive and integrate the ODEs, write JSON (and a plot)")
+    s = sub.add_parser(
+        "solve",
+        formatter_class=_HelpFormatter,
+        help="derive and integrate the ODEs, write JSON (and a plot)",
+    )
     s.add_argument("config")
     s.add_argument("--out", required=True, help="output JSON path")
     s.add_argument("--plot", help="also write a PNG of risk and overlaps")
     s.set_defaults(func=cmd_solve)
-    m = sub.add_parser("simulate", help="train finite networks with online SGD, write JSON")
+    m = sub.add_parser(
+        "simulate",
+        formatter_class=_HelpFormatter,
+        help="train finite networks with online SGD, write JSON",
+    )
     m.add_argument("config")
     m.add_argument("--N", type=int, required=True, help="input dimension")
-    m.add_argument("--seeds", type=int, default=8)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seeds", type=int, default=8, help="independent runs")
+    m.add_argument("--seed", type=int, default=0, help="base seed")
     m.add_argument(
         "--dtype",
         choices=["float32", "float64"],
@@ -454,13 +646,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--out", required=True)
     m.set_defaults(func=cmd_simulate)
-    v = sub.add_parser("validate", help="ODE against simulations at several N; report.json + plots")
+    v = sub.add_parser(
+        "validate",
+        formatter_class=_HelpFormatter,
+        help="ODE against simulations at several N; report.json + plots",
+    )
     v.add_argument("config")
     v.add_argument(
         "--N", required=True, help="comma-separated input dimensions, e.g. 500,1000,2000"
     )
-    v.add_argument("--seeds", type=int, default=8)
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seeds", type=int, default=8, help="independent runs per N (at least 2)")
+    v.add_argument("--seed", type=int, default=0, help="base seed")
     v.add_argument("--dtype", choices=["float32", "float64"], default=None)
     v.add_argument(
         "--z-tol", type=float, default=5.0, help="allowed deviation in seed standard errors"
@@ -471,7 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--out", required=True, help="output directory")
     v.set_defaults(func=cmd_validate)
-    w = sub.add_parser("sweep", help="solve on a grid of parameters; sweep.json + sweep.png")
+    w = sub.add_parser(
+        "sweep",
+        formatter_class=_HelpFormatter,
+        help="solve on a grid of parameters; sweep.json + sweep.png",
+    )
     w.add_argument("config")
     w.add_argument(
         "--param",
@@ -500,7 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)"
     )
     w.set_defaults(func=cmd_sweep)
-    gr = sub.add_parser("grad", help="gradient of the risk at t1 with respect to parameters")
+    gr = sub.add_parser(
+        "grad",
+        formatter_class=_HelpFormatter,
+        help="gradient of the risk at t1 with respect to parameters",
+    )
     gr.add_argument("config")
     gr.add_argument(
         "--wrt", required=True, help="comma-separated names, e.g. training.lr,model.noise,init.R"
@@ -512,18 +716,22 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--out", required=True)
     gr.set_defaults(func=cmd_grad)
     o = sub.add_parser(
-        "optimize-schedule", help="optimise a piecewise-constant learning rate through the ODE"
+        "optimize-schedule",
+        formatter_class=_HelpFormatter,
+        help="optimise a piecewise-constant learning rate through the ODE",
     )
     o.add_argument("config")
-    o.add_argument("--pieces", type=int, default=20)
+    o.add_argument("--pieces", type=int, default=20, help="equal pieces of [0, t1] of the schedule")
     o.add_argument(
         "--steps", type=int, default=150, help="gradient-descent iterations (Adam on log eta)"
     )
     o.add_argument("--N", type=int, default=1000, help="input dimension of the simulation check")
-    o.add_argument("--seeds", type=int, default=8)
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seeds", type=int, default=8, help="seeds of the simulation check")
+    o.add_argument("--seed", type=int, default=0, help="base seed of the simulation check")
     o.add_argument("--out", required=True, help="output directory")
     o.set_defaults(func=cmd_optimize_schedule)
+    for parser in (s, m, v, w, gr, o):
+        parser.add_argument("--force", action="store_true", help=_FORCE_HELP)
     _family_flags({"simulate": m, "validate": v, "optimize-schedule": o, "solve": s, "derive": d})
     _family_flags({"sweep": w, "grad": gr})
     return p
@@ -589,10 +797,47 @@ def enable_compilation_caches() -> None:
 
 def entry() -> int:
     """The ``hildlimits`` console command: :func:`expose_cpu_cores` and
-    :func:`enable_compilation_caches`, then :func:`main`."""
-    expose_cpu_cores()
-    enable_compilation_caches()
-    return main()
+    :func:`enable_compilation_caches`, then :func:`main`. After an interruption (exit 130) the
+    process ends at once (:func:`os._exit`, output flushed): XLA may still be compiling on its
+    own threads, and tearing the interpreter down under them can crash (a segmentation fault
+    after "interrupted")."""
+    import signal
+
+    pressed: list[float] = []
+
+    def on_sigint(signum, frame):
+        pressed.append(time.monotonic())
+        raise KeyboardInterrupt
+
+    # remember every Ctrl-C: Python swallows a KeyboardInterrupt raised inside a garbage
+    # collector callback (JAX has one), and the run would then go on and exit 0
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        expose_cpu_cores()
+        enable_compilation_caches()
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    if pressed and code != 130:
+        print("interrupted (the work had finished; its output is written)", file=sys.stderr)
+        code = 130
+    if code == 130:
+        _hard_exit(code)
+    return code
+
+
+def _hard_exit(code: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot interrupt the exit
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,4 +7,5 @@ import tempfile
 import jax
 
 jax.config.update("jax_enable_x64", True)
-os.environ.setdefault("HILDLIMITS_CACHE_DIR", tempfile.mkdtemp(prefix="hildlimits-test-cache-"))
+# always a fresh directory: an exported HILDLIMITS_CACHE_DIR (the user's cache) is never used
+os.environ["HILDLIMITS_CACHE_DIR"] = tempfile.mkdtemp(prefix="hildlimits-test-cache-")

@@ -76,6 +76,12 @@ class _Printer(JaxPrinter):
             out = f"{fn}({out}, {self._print(a)})"
         return out
 
+    def _print_softplus(self, expr):
+        return f"jax.nn.softplus({self._print(expr.args[0])})"
+
+    def _print_sigmoid(self, expr):
+        return f"jax.nn.sigmoid({self._print(expr.args[0])})"
+
     def _print_asin(self, expr):
         return f"asin({self._print(expr.args[0])})"
 
@@ -395,6 +401,11 @@ def generate_source(system) -> str:
         '"""',
         "",
         *_IMPORTS,
+        *(
+            ["from hildlimits._engine.joint import field_covariances, spectral_rates"]
+            if system.structure.get("covariance") == "spectrum"
+            else []
+        ),
         "",
         "STATE = " + repr(system.state_variables),
         "",
@@ -419,7 +430,53 @@ def generate_source(system) -> str:
         ]
         return out
 
-    shapes = {"Q": "(K, K)", "R": "(K, M)", "v": "(K,)"}
+    shapes = {"Q": "(K, K)", "R": "(K, M)", "v": "(K,)", "F": "(K, K)", "H": "(K, M)", "D": "(K, K)"}
+    spectral = system.structure.get("covariance") == "spectrum"
+    if spectral:
+        # the moments at the field covariances, then the per-bin assembly (docs/spectra.md)
+        lines += [
+            "def moments(y, args):",
+            '    """F_ik = E[delta_i lambda_k], H_in = E[delta_i nu_n], D_ik = E[delta_i delta_k]'
+            ' (and the rate of v) at field covariances y["Q"], y["R"], args["T"]."""',
+        ]
+        lines += unpack()
+        for eq in system.equations:
+            lines += _equation_lines(eq, exps, "d" + eq.name, shapes[eq.name], printer, shared)
+        lines += [
+            "    return {" + ", ".join(f'"{eq.name}": d{eq.name}' for eq in system.equations) + "}",
+            "",
+            "",
+            "def _fields(y, args):",
+            '    Q, R, T = field_covariances(y["Q"], y["R"], args["T"], args["s"])',
+            '    fy = {"Q": Q, "R": R}',
+            '    if "v" in y:',
+            '        fy["v"] = y["v"]',
+            '    return fy, {**args, "T": T}',
+            "",
+            "",
+            "def vector_field(t, y, args):",
+            '    """Right-hand side d(state)/dt (per-bin overlaps)."""',
+            "    m = moments(*_fields(y, args))",
+            "    dQ, dR = spectral_rates(",
+            '        m, y["Q"], y["R"], args["T"], args["s"], args["p"], args["eta"], args["kappa"]',
+            "    )",
+            '    return {"Q": dQ, "R": dR' + (', "v": m["v"]}' if trained else "}"),
+            "",
+            "",
+        ]
+        for obs in system.observables:
+            lines += [
+                f"def {obs.name}(y, args):",
+                f'    """Observable {obs.name} (of the field covariances)."""',
+                f"    return _{obs.name}_fields(*_fields(y, args))",
+                "",
+                "",
+                f"def _{obs.name}_fields(y, args):",
+            ]
+            lines += unpack()
+            lines += _equation_lines(obs, exps, obs.name, "()", printer, shared)
+            lines += [f"    return {obs.name}", "", ""]
+        return "\n".join(lines).rstrip() + "\n"
     lines += ["def vector_field(t, y, args):", '    """Right-hand side d(state)/dt."""']
     lines += unpack()
     for eq in system.equations:

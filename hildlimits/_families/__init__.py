@@ -19,6 +19,8 @@ from hildlimits._families.base import Flag as Flag
 REGISTRY = {
     "committee": "hildlimits._families.committee",
     "meanfield": "hildlimits._families.meanfield",
+    "deep_linear": "hildlimits._families.deep_linear",
+    "least_squares": "hildlimits._families.least_squares",
 }
 """kind -> module defining ``FAMILY`` (imported lazily)."""
 

@@ -76,6 +76,9 @@ class Family:
     """The parameter ``optimize-schedule`` makes piecewise constant in time."""
     flags: dict[str, tuple[Flag, ...]] = {}
     """Command -> family-specific flags."""
+    sections: tuple[str, ...] | None = None
+    """Top-level config sections the family reads (``None``: it checks them itself); a
+    section of the config file outside these is refused naming it."""
 
     # ------------------------------------------------------------------ config
 

@@ -13,23 +13,47 @@ from pathlib import Path
 from hildlimits._errors import ConfigError
 from hildlimits._families import DEFAULT_KIND, get_family
 
-SECTIONS = ("model", "training", "init", "solve")
+MAX_CONFIG_BYTES = 16 * 2**20
+"""The largest configuration file read (a TOML config is a few hundred bytes)."""
+SECTIONS = ("model", "training", "init", "solve", "data")
 
 
 def load_config(path: str | Path):
     """Read and validate a TOML configuration file (the family's config object)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory")
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {str(path)!r} is {size / 2**20:.1f} MiB; a configuration is at "
+                f"most {MAX_CONFIG_BYTES // 2**20} MiB of TOML"
+            )
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {str(path)!r}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+            "TOML files must be UTF-8: save the file as UTF-8"
+        ) from None
+    return config_from_text(text, source=str(path))
+
+
+def config_from_text(text: str, *, source: str = "<text>"):
+    """Parse TOML ``text`` and validate it (:func:`config_from_dict`)."""
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_dict(data, source=str(path))
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
+    return config_from_dict(data, source=source)
 
 
 def config_from_dict(data: dict, *, source: str = "<dict>"):
@@ -43,7 +67,21 @@ def config_from_dict(data: dict, *, source: str = "<dict>"):
             raise ConfigError(f"unknown section '[{section}]'{hint}")
     model = data.get("model")
     kind = model.get("kind", DEFAULT_KIND) if isinstance(model, dict) else DEFAULT_KIND
-    return get_family(kind).config(data, source=source)
+    family = get_family(kind)
+    if family.sections is not None:
+        for section in data:
+            if section not in family.sections:
+                raise ConfigError(
+                    f"section '[{section}]' is not used by model.kind = {family.kind!r} "
+                    f"(its sections: {', '.join('[' + s + ']' for s in family.sections)})"
+                )
+    from hildlimits._pipeline.limits import check_config_size
+
+    check_config_size(family, data)  # what loading would allocate (e.g. [init.random] N)
+    try:
+        return family.config(data, source=source)
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deeply") from None
 
 
 def __getattr__(name):  # the committee's config classes, where they used to live

@@ -12,6 +12,7 @@ constant rate (found on a grid by a batched sweep).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +68,36 @@ class Schedule:
         return self.values[np.searchsorted(self.edges, t, side="right")]
 
 
+MAX_PIECES = 1000
+"""Schedule pieces accepted without ``force``: each edge stops the solver (a step ends on it), so
+the cost of every differentiated solve -- and of compiling the schedule -- grows with it."""
+
+
+def check_pieces(pieces, steps=1, *, max_steps: int = 100_000, force: bool = False) -> None:
+    """Refuse a schedule of ``pieces`` pieces that cannot work (at least as many solver steps as
+    the step budget ``max_steps``) or would take very long (more than :data:`MAX_PIECES`, unless
+    ``force``); one :class:`ConfigError` naming ``--pieces``."""
+    if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
+        raise ConfigError(f"--pieces must be a positive integer, got {pieces!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"--steps must be a positive integer, got {steps!r}")
+    if pieces >= max_steps:
+        raise ConfigError(
+            f"--pieces = {pieces}: every piece edge ends a solver step, so one solve needs more "
+            f"than {pieces} steps, more than the step budget max_steps={max_steps} of the "
+            f"differentiated solve; use at most {min(MAX_PIECES, max_steps - 1)} pieces"
+        )
+    if pieces > MAX_PIECES:
+        message = (
+            f"--pieces = {pieces}: every piece edge ends a solver step, so each of the {steps} "
+            f"differentiated solves takes at least {pieces} steps (and compiling grows with it); "
+            f"at most {MAX_PIECES} pieces"
+        )
+        if not force:
+            raise ConfigError(message + " (or pass --force to try anyway)")
+        print(f"warning (--force): {message}", file=sys.stderr)
+
+
 def optimize_schedule(
     system,
     *,
@@ -82,6 +113,8 @@ def optimize_schedule(
     atol: float = 1e-10,
     max_steps: int = 100_000,
     progress: Callable[[int, float], None] | None = None,
+    force: bool = False,
+    interruptible: bool = False,
 ) -> dict:
     """Minimise risk(t1) over a ``pieces``-piece schedule of the family's scheduled parameter
     (``Family.schedule_param``: the committee's first-layer rate ``training.lr``, the mean
@@ -89,6 +122,9 @@ def optimize_schedule(
     :class:`Schedule`, the best constant value, both risks, and the loss history.
 
     ``config``: the family's config; or, for the committee, ``init`` and ``hyper``.
+    ``pieces`` is checked by :func:`check_pieces` (``force``: more than :data:`MAX_PIECES`).
+    ``interruptible``: Ctrl-C during the optimisation returns the best schedule so far with
+    ``"interrupted"`` set (what step it stopped at) instead of raising ``KeyboardInterrupt``.
     """
     import jax
     import jax.numpy as jnp
@@ -103,10 +139,7 @@ def optimize_schedule(
         family.refuse("optimize-schedule")
     family.schedule_value(config)  # refuses configs without the parameter
     t1 = family.solve_options(config)["t1"] if t1 is None else t1
-    if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
-        raise ConfigError(f"--pieces must be a positive integer, got {pieces!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"--steps must be a positive integer, got {steps!r}")
+    check_pieces(pieces, steps, max_steps=max_steps, force=force)
     grid = (
         np.geomspace(0.01, 5.0, 64)
         if constant_grid is None
@@ -163,18 +196,26 @@ def optimize_schedule(
         theta = jnp.full(pieces, math.log(best_lr))
         state = opt.init(theta)
         best_theta, best_loss = theta, np.inf
-        for it in range(steps):
-            loss, g = loss_and_grad(theta, y0, args)
-            loss = float(loss)
-            if not math.isfinite(loss) or not bool(jnp.all(jnp.isfinite(g))):
-                break
-            history.append(loss)
-            if loss < best_loss:
-                best_loss, best_theta = loss, theta
-            if progress is not None:
-                progress(it, loss)
-            updates, state = opt.update(g, state)
-            theta = optax.apply_updates(theta, updates)
+        interrupted = None
+        try:
+            for it in range(steps):
+                loss, g = loss_and_grad(theta, y0, args)
+                loss = float(loss)
+                if not math.isfinite(loss) or not bool(jnp.all(jnp.isfinite(g))):
+                    break
+                history.append(loss)
+                if loss < best_loss:
+                    best_loss, best_theta = loss, theta
+                if progress is not None:
+                    progress(it, loss)
+                updates, state = opt.update(g, state)
+                theta = optax.apply_updates(theta, updates)
+        except KeyboardInterrupt:
+            if not interruptible:
+                raise
+            interrupted = f"during the optimisation (after {len(history)} of {steps} steps)"
+            if not history:  # no step finished: the best constant rate, as a schedule
+                best_loss = best_risk
     schedule = Schedule(edges=edges, values=np.exp(np.asarray(best_theta)))
     return {
         "schedule": schedule,
@@ -185,4 +226,5 @@ def optimize_schedule(
         "constant_grid": grid.tolist(),
         "constant_grid_risk": [None if not math.isfinite(x) else float(x) for x in final],
         "history": history,
+        **({"interrupted": interrupted} if interrupted else {}),
     }

@@ -94,9 +94,11 @@ def parse_param(spec: str, family=None) -> tuple[str, list[float]]:
         raise ConfigError(f"--param {name}: log ranges need positive ends, got {values!r}")
     try:
         if values.startswith("log:"):
+            _check_count(name, n, values)
             vals = np.geomspace(a, b, n)
         elif ":" in values:
             a, b, n = values.split(":")
+            _check_count(name, int(n), values)
             vals = np.linspace(float(a), float(b), int(n))
         else:
             vals = np.array([float(x) for x in values.split(",")])
@@ -105,6 +107,20 @@ def parse_param(spec: str, family=None) -> tuple[str, list[float]]:
     if len(vals) < 1 or not np.all(np.isfinite(vals)):
         raise ConfigError(f"--param {name}: needs at least one finite value, got {values!r}")
     return name, [float(v) for v in vals]
+
+
+MAX_VALUES = 10_000_000
+"""Values one ``--param`` may list (a grid is limited by its estimated memory as well)."""
+
+
+def _check_count(name: str, n: int, values: str) -> None:
+    if n < 1:
+        raise ConfigError(f"--param {name}: the number of values must be positive, got {values!r}")
+    if n > MAX_VALUES:
+        raise ConfigError(
+            f"--param {name}: {n} values is more than the {MAX_VALUES} one parameter may take "
+            f"(got {values!r})"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +179,7 @@ def sweep(
     store: str | Path | None = None,
     progress: bool | None = None,
     distributed: bool = False,
+    force: bool = False,
 ) -> SweepResult:
     """Solve ``system`` on the Cartesian grid ``params`` (name -> list of values).
 
@@ -181,6 +198,8 @@ def sweep(
             split over the devices); see the module docstring.
         store: directory for the partial results of finished batches (resume after an
             interruption; deleted when the sweep completes).
+        force: run a grid whose estimated memory exceeds the available memory
+            (:mod:`hildlimits._pipeline.limits`) instead of refusing it.
         Other options as in :func:`hildlimits.solve` (default: the config's).
     """
     family, config = config_for(
@@ -223,18 +242,26 @@ def sweep(
     if distributed:
         _initialize_distributed()
     names = list(params)
-    grid = list(itertools.product(*[params[n] for n in names]))
-    points = [dict(zip(names, values, strict=True)) for values in grid]
+    from hildlimits._pipeline import limits as _limits
+
+    # the grid's size is known before it is built: refuse one that cannot be kept
+    _limits.check([_limits.sweep_needs(_limits.grid_points(params), int(n_save))], force=force)
+    points = [
+        dict(zip(names, values, strict=True))
+        for values in itertools.product(*[params[n] for n in names])
+    ]
     ts = save_times(float(t1), int(n_save), spacing, t_first)
     base = dataclasses.replace(
         config, **_solve_replacement(config, family, divergence_bound=divergence_bound)
     )
-    problems = []
-    for p in points:
+
+    def problem(i):
+        """The config of point ``i`` (built per batch, not for the whole grid at once), or
+        ``(None, reason)`` for a point that is not a valid configuration."""
         try:
-            problems.append((family.with_values(base, p), None))
+            return family.with_values(base, points[i]), None
         except ConfigError as exc:
-            problems.append((None, str(exc)))
+            return None, str(exc)
 
     devices = jax.local_devices() if shard else jax.local_devices()[:1]
     nd = len(devices)
@@ -289,11 +316,13 @@ def sweep(
 
         def solve_batch(b, device):
             """Solve batch ``b`` (on ``device``, or over the mesh when ``device`` is None)."""
-            valid = [i for i in batches[b] if problems[i][0] is not None]
+            probs = {i: problem(i) for i in batches[b]}
+            bad = {i: why for i, (cfg_i, why) in probs.items() if cfg_i is None}
+            valid = [i for i in batches[b] if i not in bad]
             if not valid:
-                return valid, None
+                return valid, None, bad
             ys, argss = zip(
-                *[family.initial(system, problems[i][0]) for i in valid],
+                *[family.initial(system, probs[i][0]) for i in valid],
                 strict=True,
             )
             n_pad = (-len(valid)) % pad
@@ -306,9 +335,9 @@ def sweep(
                 inputs = (y0, args, jnp.asarray(ts), *map(jnp.asarray, tols))
             else:
                 inputs = jax.device_put((y0, args, ts, *tols), device)
-            return valid, jax.device_get(run(*inputs))
+            return valid, jax.device_get(run(*inputs)), bad
 
-        def finish(b, valid, out):
+        def finish(b, valid, out, bad):
             for j, i in enumerate(valid):
                 o = jax.tree.map(lambda a, j=j: a[j], out)
                 r = np.array(o["risk"][:-1], np.float64)
@@ -316,9 +345,8 @@ def sweep(
                 r[~np.isfinite(r)] = np.nan
                 risk[i], status[i] = r, _runner.status_of(o)
             idx = batches[b]
-            for i in idx:
-                if problems[i][0] is None:
-                    status[i] = RunStatus.of(Status.INVALID, detail=problems[i][1])
+            for i, why in bad.items():
+                status[i] = RunStatus.of(Status.INVALID, detail=why)
             done[str(b)] = {
                 "risk": [
                     [None if not math.isfinite(x) else x for x in risk[i].tolist()] for i in idx
@@ -335,8 +363,8 @@ def sweep(
                 finish(b, *solve_batch(b, None if mesh_mode else devices[0]))
         else:
             with contextlib.closing(_on_devices(todo, devices, solve_batch)) as finished:
-                for b, valid, out in finished:
-                    finish(b, valid, out)
+                for b, valid, out, bad in finished:
+                    finish(b, valid, out, bad)
     if bar is not None:
         bar.close()
     if nproc > 1:

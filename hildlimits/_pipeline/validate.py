@@ -93,3 +93,52 @@ def validate(model, *, Ns, tolerance: Tolerance = Tolerance(), width=None, **opt
         report, (sims, odes) = family_of(model).validate(model, options=opts, tolerance=tolerance)
         return report, sims, odes
     return family_of(model).validate_model(model, Ns=Ns, tolerance=tolerance, **options)
+
+
+class ValidationInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside :func:`validate` after at least one N (or width) finished: ``report`` is the
+    report of the finished ones (``"interrupted"`` set, ``passed`` false), ``artefacts`` what
+    the family's ``validate`` returns with it, ``done`` how many finished. The command line
+    writes ``report.json`` and exits 130; code that does not catch it sees a KeyboardInterrupt."""
+
+    def __init__(self, report: dict, artefacts, done: int):
+        super().__init__(f"interrupted after {done} finished")
+        self.report = report
+        self.artefacts = artefacts
+        self.done = done
+
+
+def check_validation_inputs(Ns, seeds, *, name: str = "--N") -> list[int]:
+    """The checks every family's ``validate`` makes on its sizes: at least one N, each a positive
+    integer, no N twice (a finite-size fit over repeated N means nothing; one N is fine and has
+    no fit), and at least two seeds (the criterion is in seed standard errors)."""
+    values = []
+    for n in Ns:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ConfigError(f"{name} values must be positive integers, got {n!r}")
+        values.append(int(n))
+    if not values:
+        raise ConfigError(f"{name} must list at least one value")
+    if len(set(values)) != len(values):
+        dup = sorted({n for n in values if values.count(n) > 1})
+        raise ConfigError(
+            f"{name} lists {', '.join(map(str, dup))} more than once: the finite-size fit needs "
+            "distinct values (one value is fine: it simply has no fit)"
+        )
+    if isinstance(seeds, bool) or not isinstance(seeds, int | np.integer) or seeds < 2:
+        raise ConfigError(
+            f"seeds must be at least 2 for a validation (the agreement is measured in standard "
+            f"errors over seeds, and a standard error needs at least two seeds), got {seeds!r}"
+        )
+    return values
+
+
+def interrupted_report(report: dict, done: int, total: int) -> dict:
+    """Mark a report built from the first ``done`` of ``total`` sizes as interrupted."""
+    return report | {
+        "passed": False,
+        "interrupted": f"after {done} of {total} sizes finished (Ctrl-C)",
+        "reason": f"interrupted after {done} of {total} sizes; the finished ones are reported "
+        + "(the criterion was not applied at the largest size): "
+        + str(report.get("reason", "")),
+    }

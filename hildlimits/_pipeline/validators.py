@@ -53,20 +53,92 @@ def boolean(name: str, value: object) -> bool:
     return value
 
 
-def matrix(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
-    """``value`` as a read-only finite float64 array of ``shape``."""
-    try:
+def _shape_of(name: str, value: object) -> tuple[int, ...]:
+    """The shape of nested lists/tuples of real numbers; refuses strings, booleans, tables,
+    ``None`` and ragged nesting with one :class:`ConfigError` naming ``name`` (iterative, so
+    deep nesting cannot exhaust the stack)."""
+
+    def bad(what: str) -> ConfigError:
+        shown = repr(value)
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
+        return ConfigError(f"{name} must be an array of numbers, but {what}: {shown}")
+
+    shape: tuple[int, ...] | None = None
+    stack: list[tuple[object, tuple[int, ...]]] = [(value, ())]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, list | tuple):
+            for i in range(len(item) - 1, -1, -1):
+                stack.append((item[i], (*where, len(item))))
+            if len(item) == 0:
+                leaf_shape = (*where, 0)
+                if shape is None:
+                    shape = leaf_shape
+                elif shape != leaf_shape:
+                    raise bad("its rows have different lengths (a ragged array)")
+            continue
+        if isinstance(item, bool | np.bool_):
+            raise bad(f"it holds the boolean {str(item).lower()}")
+        if isinstance(item, str | bytes):
+            raise bad(f"it holds the string {item!r} (write numbers without quotes)")
+        if not isinstance(item, numbers.Real):
+            raise bad(f"it holds {item!r} of type {type(item).__name__}")
+        if shape is None:
+            shape = where
+        elif shape != where:
+            raise bad("its rows have different lengths (a ragged array)")
+    return shape if shape is not None else ()
+
+
+def numeric_array(name: str, value: object, *, ndim: int | None = None) -> np.ndarray:
+    """``value`` (nested lists of real numbers, or a numeric array) as a float64 array; strings,
+    booleans, tables and ragged rows are refused naming ``name`` (never coerced: ``"0.5"`` or
+    ``true`` in a matrix is an error, not a number)."""
+    if isinstance(value, np.ndarray) or (
+        hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, list)
+    ):
+        arr = np.asarray(value)
+        if arr.dtype.kind == "O":
+            _shape_of(name, arr.tolist())
+        elif arr.dtype.kind == "b":
+            raise ConfigError(f"{name} must be an array of numbers, got booleans: {value!r}")
+        elif arr.dtype.kind not in "iuf":
+            raise ConfigError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
+        arr = np.array(arr, dtype=np.float64)
+    elif isinstance(value, list | tuple):
+        _shape_of(name, value)
         arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        arr = np.array(value, dtype=np.float64)
+    else:
+        shown = repr(value)
         raise ConfigError(
-            f"{name} must be a numeric array of shape {shape}, got {value!r}"
-        ) from None
+            f"{name} must be an array of numbers, got {shown[:200]}"
+            + ("..." if len(shown) > 200 else "")
+        )
+    if ndim is not None and arr.ndim != ndim:
+        raise ConfigError(f"{name} must be a {ndim}-dimensional array, got shape {arr.shape}")
+    return arr
+
+
+def matrix(name: str, value: object, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a read-only finite float64 array of ``shape`` (:func:`numeric_array`)."""
+    arr = numeric_array(name, value)
     if arr.shape != shape:
         raise ConfigError(f"{name} must have shape {shape}, got shape {arr.shape}: {value!r}")
     if not np.all(np.isfinite(arr)):
         raise ConfigError(f"{name} must be finite, got {value!r}")
     arr.setflags(write=False)
     return arr
+
+
+def square_matrix(name: str, value: object) -> np.ndarray:
+    """``value`` as a read-only finite float64 square matrix (any size)."""
+    arr = numeric_array(name, value)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ConfigError(f"{name} must be a non-empty square matrix, got shape {arr.shape}")
+    return matrix(name, arr, arr.shape)
 
 
 def check_table(table: object, section: str, schema: dict, required: dict | None = None) -> None:

@@ -4,11 +4,14 @@ State: overlaps ``Q`` (K x K), ``R`` (K x M) and, when trained, the second layer
 Config schema (every key is a public contract; unknown keys are errors)::
 
     [model]     kind = "committee" (default), K, M, activation, teacher_activation,
-                train_second_layer, noise, weight_decay, quadrature_nodes, line_nodes, mixture_nodes
+                train_second_layer, noise, weight_decay, quadrature_nodes, line_nodes, mixture_nodes,
+                loss, label, huber_delta, joint_nodes
     [training]  lr, lr_second_layer
     [init]      Q, R, T, v, v_teacher            -- explicit initial order parameters, or
     [init.random] N, seed, student_std, teacher_std
                 -- overlaps of i.i.d. Gaussian weights drawn at finite N (v, v_teacher from [init])
+                Q_bins, R_bins, T_bins            -- per-bin overlaps (with [data])
+    [data]      eigenvalues, weights, teacher_weights, law, bins, ... (hildlimits._pipeline.spectrum)
     [solve]     t1, n_save, spacing, t_first, rtol, atol, solver, max_steps,
                 divergence_bound, steady_state
 """
@@ -39,9 +42,13 @@ SCHEMA = {
         "quadrature_nodes",
         "line_nodes",
         "mixture_nodes",
+        "loss",
+        "label",
+        "huber_delta",
+        "joint_nodes",
     },
     "training": {"lr", "lr_second_layer"},
-    "init": {"Q", "R", "T", "v", "v_teacher", "random"},
+    "init": {"Q", "R", "T", "v", "v_teacher", "random", "Q_bins", "R_bins", "T_bins"},
     "init.random": {"N", "seed", "student_std", "teacher_std"},
     "solve": {
         "t1",
@@ -118,6 +125,10 @@ class Config:
     # training.lr_second_layer not given: it follows training.lr in sweeps and gradients
     lr_tied: bool = False
     kind: str = "committee"
+    # [data]: the input covariance's spectrum (None: x ~ N(0, I)); per-bin initial overlaps
+    # (Q_b, R_b, T_b) when given in [init] (else init spread over the bins)
+    data: object = None
+    bins: tuple | None = None
 
     def resolved(self) -> dict:
         """The configuration with every default filled in (for ``meta`` in outputs)."""
@@ -131,6 +142,9 @@ class Config:
                 "train_second_layer": self.model.train_second_layer,
                 "noise": self.hyper.noise,
                 "weight_decay": self.hyper.weight_decay,
+                "loss": self.model.loss,
+                "label": self.model.label,
+                **({"huber_delta": self.model.huber_delta} if self.model.loss == "huber" else {}),
             },
             "training": {"lr": self.hyper.lr, "lr_second_layer": self.hyper.lr_second_layer},
             "init": {
@@ -141,6 +155,7 @@ class Config:
                 "v_teacher": self.init.v_teacher.tolist(),
             },
             "solve": {k: v for k, v in self.solve.as_kwargs().items() if v is not None},
+            **({"data": self.data.resolved()} if self.data is not None else {}),
             **(
                 {
                     "init_random": {
@@ -182,6 +197,41 @@ def _random_overlaps(model: Committee, spec: dict, v, v_teacher) -> Overlaps:
     return Overlaps.for_model(
         model, Q=(Q + Q.T) / 2, R=R, T=(T + T.T) / 2, v=v, v_teacher=v_teacher
     )
+
+
+def _per_bin_init(model: Committee, spectrum, ini: dict):
+    """Per-bin initial overlaps ``(Q_b, R_b, T_b)`` from ``init.Q_bins`` etc. (all three or
+    none; ``None``: the plain overlaps are spread over the bins at solve time)."""
+    from hildlimits._pipeline.validators import matrix
+
+    given = [k for k in ("Q_bins", "R_bins", "T_bins") if k in ini]
+    if not given:
+        return None
+    if len(given) != 3:
+        missing = sorted({"Q_bins", "R_bins", "T_bins"} - set(given))
+        raise ConfigError(f"init.{missing[0]} is needed together with init.{given[0]}")
+    B, K, M = spectrum.bins, model.K, model.M
+    Qb = matrix("init.Q_bins", ini["Q_bins"], (B, K, K))
+    Rb = matrix("init.R_bins", ini["R_bins"], (B, K, M))
+    Tb = matrix("init.T_bins", ini["T_bins"], (B, M, M))
+    for b in range(B):
+        joint = np.block([[Qb[b], Rb[b]], [Rb[b].T, Tb[b]]])
+        if not np.allclose(joint, joint.T, atol=1e-12 * max(1.0, np.abs(joint).max())):
+            raise ConfigError(f"init.Q_bins and init.T_bins must be symmetric in bin {b}")
+        if np.linalg.eigvalsh(joint).min() < -1e-10 * max(1.0, np.abs(joint).max()):
+            raise ConfigError(
+                f"the per-bin joint overlap matrix of bin {b} must be positive semi-definite"
+            )
+    for name, X, plain in (
+        ("Q", Qb, ini.get("Q")),
+        ("R", Rb, ini.get("R")),
+        ("T", Tb, ini.get("T")),
+    ):
+        if plain is not None and not np.allclose(X.sum(0), np.asarray(plain, float), atol=1e-9):
+            raise ConfigError(
+                f"init.{name}_bins must sum over the bins to init.{name} (or leave init.{name} out)"
+            )
+    return (Qb, Rb, Tb)
 
 
 def _solve_options(so: dict) -> SolveOptions:
@@ -230,6 +280,7 @@ class CommitteeFamily(Family):
         "init.v_teacher": "teacher second layer v*",
     }
     schedule_param = "training.lr"
+    sections = ("model", "training", "init", "solve", "data")
     flags = {
         "simulate": (
             Flag(
@@ -263,6 +314,11 @@ class CommitteeFamily(Family):
             quadrature_nodes=m.get("quadrature_nodes"),
             line_nodes=m.get("line_nodes"),
             mixture_nodes=m.get("mixture_nodes"),
+            loss=m.get("loss", "square"),
+            label=m.get("label", "y"),
+            huber_delta=m.get("huber_delta", 1.0),
+            joint_nodes=m.get("joint_nodes"),
+            covariance="spectrum" if "data" in data else "identity",
         )
         hyper = Hyperparams(
             lr=tr["lr"],
@@ -270,6 +326,19 @@ class CommitteeFamily(Family):
             noise=m.get("noise", 0.0),
             weight_decay=m.get("weight_decay", 0.0),
         )
+        spectrum, bins = None, None
+        if "data" in data:
+            from hildlimits._pipeline.spectrum import spectrum_from_config
+
+            spectrum = spectrum_from_config(data["data"])
+            bins = _per_bin_init(model, spectrum, ini)
+            if bins is not None:
+                if "random" in ini:
+                    raise ConfigError("init.Q_bins cannot be given together with [init.random]")
+                sums = dict(zip("QRT", (X.sum(0).tolist() for X in bins), strict=True))
+                ini = {**{k: sums[k] for k in "QRT" if k not in ini}, **ini}
+        elif any(k in ini for k in ("Q_bins", "R_bins", "T_bins")):
+            raise ConfigError("init.Q_bins, init.R_bins, init.T_bins need a [data] section")
         if "random" in ini:
             clash = sorted({"Q", "R", "T"} & set(ini))
             if clash:
@@ -304,6 +373,8 @@ class CommitteeFamily(Family):
             source=source,
             random_init=random_init,
             lr_tied="lr_second_layer" not in tr,
+            data=spectrum,
+            bins=bins,
         )
 
     def from_objects(
@@ -349,7 +420,16 @@ class CommitteeFamily(Family):
         from hildlimits._families.committee.solve import solve
 
         kw = self.solve_options(cfg) | over
-        return solve(system, init=cfg.init, hyper=cfg.hyper, ts=ts, lr_schedule=schedule, **kw)
+        return solve(
+            system,
+            init=cfg.init,
+            hyper=cfg.hyper,
+            ts=ts,
+            lr_schedule=schedule,
+            spectrum=cfg.data,
+            bins=cfg.bins,
+            **kw,
+        )
 
     def dynamics(self, system, cfg=None, *, schedule: bool = False) -> Dynamics:
         module = system.module
@@ -359,6 +439,8 @@ class CommitteeFamily(Family):
             key=("committee",),
             cache=system._jax,
             schedule=_apply_eta if schedule else None,
+            risk_event=getattr(module, "RISK_EVENT", True),
+            risk_map=getattr(module, "RISK_MAP", False),
         )
 
     def initial(self, system, cfg):
@@ -371,6 +453,8 @@ class CommitteeFamily(Family):
             cfg.hyper,
             divergence_bound=so.divergence_bound,
             steady_state=so.steady_state,
+            spectrum=cfg.data,
+            bins=cfg.bins,
         )
 
     # ------------------------------------------------------------------ parameters
@@ -402,13 +486,23 @@ class CommitteeFamily(Family):
         if np.linalg.eigvalsh(joint).min() < -1e-10 * max(1.0, np.abs(joint).max()):
             raise ConfigError("scaled joint overlap matrix is not positive semi-definite")
         ov = Overlaps(Q=Q, R=R, T=init.T, v=v, v_teacher=vt, _checked=True)
-        return dataclasses.replace(cfg, hyper=hp, init=ov)
+        bins = cfg.bins
+        if bins is not None:
+            bins = (bins[0] * f["init.Q"], bins[1] * f["init.R"], bins[2])
+        return dataclasses.replace(cfg, hyper=hp, init=ov, bins=bins)
 
     def parameters(self, system, cfg, wrt):
         from hildlimits._families.committee.solve import problem
 
         trained = system.structure["train_second_layer"]
-        base = problem(system, cfg.init, cfg.hyper, divergence_bound=cfg.solve.divergence_bound)
+        base = problem(
+            system,
+            cfg.init,
+            cfg.hyper,
+            divergence_bound=cfg.solve.divergence_bound,
+            spectrum=cfg.data,
+            bins=cfg.bins,
+        )
         y0, args = base
         theta = {}
         for name in wrt:
@@ -453,6 +547,9 @@ class CommitteeFamily(Family):
             divergence_bound=so.divergence_bound,
             init=cfg.init,
         )
+        if cfg.data is not None:
+            kw["spectrum"] = cfg.data
+            kw["bins"] = cfg.bins
         if cfg.random_init is not None:
             kw["random_init"] = cfg.random_init
         return kw

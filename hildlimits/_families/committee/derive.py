@@ -147,7 +147,15 @@ class ODESystem:
 
     # --- description -------------------------------------------------------
     @property
+    def spectral(self) -> bool:
+        """Inputs ``x ~ N(0, Sigma)`` given by a spectrum: the equations are the moments ``F``,
+        ``H``, ``D`` that drive the per-bin overlaps (``docs/spectra.md``)."""
+        return self.structure.get("covariance") == "spectrum"
+
+    @property
     def state_variables(self) -> tuple[str, ...]:
+        if self.spectral:
+            return ("Q", "R", "v") if self.structure["train_second_layer"] else ("Q", "R")
         names = self.__dict__.get("_names")
         if names is not None:
             return names[0]
@@ -160,6 +168,8 @@ class ODESystem:
             p.insert(1, "eta_v")
         else:
             p.append("v")
+        if self.spectral:
+            p += ["s", "p"]
         return tuple(p)
 
     @property
@@ -591,15 +601,60 @@ def _derive_committee(
     quadrature_nodes: int | None = None,
     line_nodes: int | None = None,
     mixture_nodes: int | None = None,
+    extra: tuple = (),
 ) -> ODESystem:
+    """The template derivation; ``extra``: the structure's loss and covariance items
+    (:attr:`Committee.loss_structure`, ``covariance``) as a sorted tuple."""
     student = get_activation(activation, student=True)
     teacher = get_activation(teacher_activation, field="teacher_activation")
     j, m = sp.Symbol("j", integer=True), sp.Symbol("m", integer=True)
     i, k, n = S.i, S.k, S.n
+    options = dict(extra)
+    spectral = options.get("covariance") == "spectrum"
 
     yhat = sp.Sum(S.v[j] * S.g(S.lam[j]), (j, 1, S.K))
     fstar = sp.Sum(S.vs[m] * S.gs(S.nu[m]), (m, 1, S.M))
-    loss = (yhat - fstar - S.sigma * S.zeta) ** 2 / 2
+    if "loss" in options:
+        from hildlimits._families.committee import loss as L
+
+        ell = L.loss_expression(options["loss"], options.get("huber_delta", 1.0))
+        loss = sp.expand(ell.xreplace({L.YHAT: yhat, L.Y: fstar + S.sigma * S.zeta}))
+    else:
+        loss = (yhat - fstar - S.sigma * S.zeta) ** 2 / 2
+    b = _Builder(student, teacher, quadrature_nodes, line_nodes, mixture_nodes)
+    fS, fT = (i, S.STUDENT), (n, S.TEACHER)
+    structure = {
+        "family": "committee",
+        "activation": activation,
+        "teacher_activation": teacher_activation,
+        "train_second_layer": train_second_layer,
+        "quadrature_nodes": quadrature_nodes,
+        "line_nodes": line_nodes,
+        "mixture_nodes": mixture_nodes,
+        **options,
+    }
+    risk = (yhat - fstar) ** 2 / 2
+    observables = [Equation("risk", (), b.terms(risk, (), False))]
+    if "loss" in options:
+        observables.append(Equation("loss", (), b.terms(loss, (), False)))
+    if spectral:
+        # the moments of the drift at the field covariances (docs/spectra.md)
+        dl_i, dl_k = sp.diff(loss, S.lam[i]), sp.diff(loss, S.lam[k])
+        fK = (k, S.STUDENT)
+        equations = [
+            Equation("F", (fS, fK), b.terms(dl_i * S.lam[k], (fS, fK), False)),
+            Equation("H", (fS, fT), b.terms(dl_i * S.nu[n], (fS, fT), False)),
+            Equation("D", (fS, fK), b.terms(dl_i * dl_k, (fS, fK), True), symmetric=True),
+        ]
+        if train_second_layer:
+            rate_v = S.rate(-S.eta_v * S.h**2 * sp.diff(loss, S.v[i]))
+            equations.append(Equation("v", (fS,), b.terms(rate_v, (fS,), False)))
+        return ODESystem(
+            structure=structure,
+            equations=tuple(equations),
+            observables=tuple(observables),
+            expectations=tuple(b.expectations.values()),
+        )
 
     def w_new(a):
         dl = sp.diff(loss, S.lam[a])
@@ -609,8 +664,6 @@ def _derive_committee(
 
     rate_Q = S.rate(S.inner(w_new(i), w_new(k)) - S.Q[i, k])
     rate_R = S.rate(S.inner(w_new(i), S.Vec.ws(n)) - S.R[i, n])
-    b = _Builder(student, teacher, quadrature_nodes, line_nodes, mixture_nodes)
-    fS, fT = (i, S.STUDENT), (n, S.TEACHER)
     equations = [
         Equation(
             "Q", (fS, (k, S.STUDENT)), b.terms(rate_Q, (fS, (k, S.STUDENT)), True), symmetric=True
@@ -620,18 +673,8 @@ def _derive_committee(
     if train_second_layer:
         rate_v = S.rate(-S.eta_v * S.h**2 * sp.diff(loss, S.v[i]))
         equations.append(Equation("v", (fS,), b.terms(rate_v, (fS,), False)))
-    risk = (yhat - fstar) ** 2 / 2
-    observables = [Equation("risk", (), b.terms(risk, (), False))]
     return ODESystem(
-        structure={
-            "family": "committee",
-            "activation": activation,
-            "teacher_activation": teacher_activation,
-            "train_second_layer": train_second_layer,
-            "quadrature_nodes": quadrature_nodes,
-            "line_nodes": line_nodes,
-            "mixture_nodes": mixture_nodes,
-        },
+        structure=structure,
         equations=tuple(equations),
         observables=tuple(observables),
         expectations=tuple(b.expectations.values()),
@@ -659,6 +702,22 @@ def derive(model: Committee, *, cache: bool = True) -> ODESystem:
     """
     if not isinstance(model, Committee):
         raise TypeError(f"model must be a hildlimits.Committee, got {type(model).__name__}")
+    if model.path == "joint":
+        import json
+
+        from hildlimits._families.committee.joint import derive_joint
+
+        return derive_joint(
+            model.activation,
+            model.teacher_activation,
+            model.train_second_layer,
+            model.loss,
+            model.label,
+            model.huber_delta,
+            model.joint_nodes,
+            model.covariance == "spectrum",
+            json.dumps(model.structure, sort_keys=True),
+        )
     if cache:
         from hildlimits._pipeline.cache import cached_system
 
@@ -674,4 +733,12 @@ def _structure_args(model: Committee):
         model.quadrature_nodes,
         model.line_nodes,
         model.mixture_nodes,
+        tuple(
+            sorted(
+                {
+                    **model.loss_structure,
+                    **({"covariance": "spectrum"} if model.covariance == "spectrum" else {}),
+                }.items()
+            )
+        ),
     )

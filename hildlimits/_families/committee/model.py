@@ -27,7 +27,7 @@ class Committee:
     r"""Two-layer teacher-student committee: ``K`` student units, ``M`` teacher units.
 
     Student ``\hat y = \sum_i v_i g(\lambda_i)``, teacher ``y = \sum_n v^*_n g_*(\nu_n) + \sigma\zeta``,
-    square loss, online SGD (conventions in the README).
+    loss ``l(\hat y, label(y))`` (square by default), online SGD (conventions in the README).
 
     Args:
         K: number of student hidden units.
@@ -43,6 +43,15 @@ class Committee:
             expectations of factors polynomial in ``tanh`` (``tanh``, ``sigmoid``, their
             derivatives; default: 16, 12, 10, 8 for 1, 2, 3, 4 mixture variables, Gauss--Hermite
             beyond four); ``0`` turns the path off (Gauss--Hermite quadrature instead).
+        loss: ``"square"`` (default), ``"logistic"``, ``"correlation"``, ``"huber"`` or an
+            expression in ``yhat`` and ``y`` (:mod:`hildlimits._families.committee.loss`).
+        label: the label as an expression in the noisy teacher output ``y`` (default ``"y"``).
+        huber_delta: the Huber loss's threshold (default 1).
+        joint_nodes: nodes per field dimension of the joint numerical rule (losses and labels
+            whose drift does not factorise; default by the number of fields, see
+            :mod:`hildlimits._engine.joint`).
+        covariance: ``"identity"`` (``x ~ N(0, I)``) or ``"spectrum"`` (``x ~ N(0, Sigma)`` given
+            by bins; set by a ``[data]`` section: the state is one set of overlaps per bin).
 
     Example:
         >>> Committee(K=2, M=2, activation="erf").teacher_activation
@@ -57,9 +66,28 @@ class Committee:
     quadrature_nodes: int | None = None
     line_nodes: int | None = None
     mixture_nodes: int | None = None
+    loss: str = "square"
+    label: str = "y"
+    huber_delta: float = 1.0
+    joint_nodes: int | None = None
+    covariance: str = "identity"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "K", _positive_int("K", self.K))
+        if self.covariance not in ("identity", "spectrum"):
+            raise ConfigError(
+                f"covariance must be 'identity' or 'spectrum', got {self.covariance!r}"
+            )
+        if self.joint_nodes is not None:
+            object.__setattr__(
+                self, "joint_nodes", _positive_int("model.joint_nodes", self.joint_nodes)
+            )
+        if not (self.loss == "square" and self.label == "y" and self.huber_delta == 1.0):
+            from hildlimits._families.committee.loss import check_loss
+
+            object.__setattr__(
+                self, "huber_delta", check_loss(self.loss, self.label, self.huber_delta)
+            )
         object.__setattr__(self, "M", _positive_int("M", self.M))
         for name in ("quadrature_nodes", "line_nodes"):
             if getattr(self, name) is not None:
@@ -88,7 +116,31 @@ class Committee:
             "quadrature_nodes": self.quadrature_nodes,
             "line_nodes": self.line_nodes,
             "mixture_nodes": self.mixture_nodes,
+            **self.loss_structure,
+            **({"covariance": "spectrum"} if self.covariance == "spectrum" else {}),
         }
+
+    @property
+    def loss_structure(self) -> dict:
+        """The loss keys of :attr:`structure` (none for the square loss on identity labels, so
+        that today's derivations keep their keys)."""
+        if self.loss == "square" and self.label == "y":
+            return {}
+        out = {"loss": self.loss, "label": self.label}
+        if self.loss == "huber":
+            out["huber_delta"] = self.huber_delta
+        if self.joint_nodes is not None:
+            out["joint_nodes"] = self.joint_nodes
+        return out
+
+    @property
+    def path(self) -> str:
+        """``"closed"`` (closed-form templates) or ``"joint"`` (the joint numerical backend)."""
+        if self.loss == "square" and self.label == "y":
+            return "closed"
+        from hildlimits._families.committee.loss import path_of
+
+        return path_of(self.loss, self.label, self.huber_delta)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,18 @@ class Simulation(SeedStatistics):
     dtype: str
     status: str
     timings: dict = field(default_factory=dict)
+    # observables other than the risk (``loss``, ``classification_error``): (S, n) each
+    observables: dict = field(default_factory=dict)
+    # with a spectrum: the bins and each seed's per-bin overlaps at t = 0
+    # (Q_b (S, B, K, K), R_b (S, B, K, M), T_b (S, B, M, M)); exact_init: whether the initial
+    # overlaps (per bin, with a spectrum) were realised exactly (the same for every seed)
+    spectrum: object = None
+    bins0: tuple | None = None
+    exact_init: bool = True
+
+    def initial_bins(self, s: int):
+        """Per-bin overlaps ``(Q_b, R_b, T_b)`` of seed ``s`` at ``t = 0`` (with a spectrum)."""
+        return tuple(a[s] for a in self.bins0)
 
     def initial_overlaps(self, s: int) -> Overlaps:
         """Measured overlaps of seed ``s`` at ``t = 0`` (the ODE's initial condition)."""
@@ -134,6 +146,15 @@ class Simulation(SeedStatistics):
             "status": self.status,
             "risk_per_seed": self.risk.tolist(),
         }
+        for name, val in self.observables.items():
+            out[name] = val.mean(axis=0).tolist()
+            out[name + "_std"] = (
+                val.std(axis=0, ddof=1) if self.seeds > 1 else 0 * val[0]
+            ).tolist()
+        if self.spectrum is not None:
+            out["eigenvalues"] = self.spectrum.eigenvalues.tolist()
+            out["weights"] = self.spectrum.weights.tolist()
+            out["teacher_weights"] = self.spectrum.teacher_weights.tolist()
         if self.test_error is not None:
             out["test_error"] = self.test_error.mean(axis=0).tolist()
             out["test_error_std"] = (
@@ -159,6 +180,39 @@ def exact_weights(
     return Wall[:K], Wall[K:]
 
 
+def binned_weights(bins, counts, N: int, rng: np.random.Generator):
+    """Student and teacher weights (``K x N``, ``M x N``, coordinates ordered by bin) whose
+    per-bin overlaps ``sum_{j in b} w_j w'_j / N`` equal ``bins = (Q_b, R_b, T_b)``: exactly in a
+    bin of at least ``K + M`` directions (:func:`exact_weights` within the bin), in expectation in
+    smaller bins (Gaussian coordinates of covariance ``N J_b / n_b``). Returns
+    ``(W, W*, exact)``."""
+    Qb, Rb, Tb = (np.asarray(a) for a in bins)
+    K, M = Qb.shape[1], Tb.shape[1]
+    D = K + M
+    J = np.concatenate(
+        [np.concatenate([Qb, Rb], 2), np.concatenate([np.swapaxes(Rb, 1, 2), Tb], 2)], 1
+    )
+    w, U = np.linalg.eigh((J + np.swapaxes(J, 1, 2)) / 2)
+    L = U * np.sqrt(np.clip(w, 0.0, None))[:, None, :]  # (B, D, D)
+    Wall = np.empty((D, N))
+    exact = True
+    small = counts < D
+    # bins of fewer than K + M directions, at once: one Gaussian coordinate per direction
+    if small.any():
+        exact = False
+        idx = np.repeat(np.arange(len(counts)), counts)
+        where = small[idx]
+        n_of = counts[idx[where]]
+        g = rng.standard_normal((int(where.sum()), D))
+        Wall[:, where] = (np.sqrt(N / n_of)[:, None] * np.einsum("jab,jb->ja", L[idx[where]], g)).T
+    for b in np.nonzero(~small)[0]:
+        lo = int(counts[:b].sum())
+        n = int(counts[b])
+        O, _ = np.linalg.qr(rng.standard_normal((n, D)))
+        Wall[:, lo : lo + n] = math.sqrt(N) * L[b] @ O.T
+    return Wall[:K], Wall[K:], exact
+
+
 # ----------------------------------------------------------------------------- the jitted steps
 
 
@@ -169,11 +223,14 @@ def block_size(N: int) -> int:
 
 
 def _risk_kernel(system):
-    """Closed-form risk of measured overlaps, vmapped over seeds (cached on the system)."""
-    key = ("simulate-risk",)
+    """The derived observables (``risk`` first) of measured overlaps (per bin, with a
+    spectrum), vmapped over seeds (cached on the system): ``f(Q, R, T, v, vt, sigma, s, p)``."""
+    key = ("simulate-observables",)
     if key not in system._jax:
+        names = system.observable_names
+        module = system.module
 
-        def one(Q, R, T, v, vt):
+        def one(Q, R, T, v, vt, sigma, s, p):
             zero = jnp.zeros((), Q.dtype)
             args = {
                 "T": T,
@@ -181,21 +238,43 @@ def _risk_kernel(system):
                 "v": v,
                 "eta": zero,
                 "eta_v": zero,
-                "sigma": zero,
+                "sigma": sigma,
                 "kappa": zero,
+                "s": s,
+                "p": p,
             }
-            return system.module.risk({"Q": Q, "R": R, "v": v}, args)
+            y = {"Q": Q, "R": R, "v": v}
+            return tuple(getattr(module, n)(y, args) for n in names)
 
-        system._jax[key] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
+        system._jax[key] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None, None, None)))
     return system._jax[key]
 
 
 @functools.lru_cache(maxsize=32)
-def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool = False):
+def _make_kernels(
+    model: Committee,
+    N: int,
+    dtype,
+    trained: bool,
+    schedule: bool = False,
+    spectral: bool = False,
+    bins: int = 1,
+):
     g = get_activation(model.activation).jax_function(0)
     dg = get_activation(model.activation).jax_function(1)
     gs = get_activation(model.teacher_activation).jax_function(0)
     sqrtN = math.sqrt(N)
+    default_loss = model.loss == "square" and model.label == "y"
+    if not default_loss:
+        from hildlimits._families.committee.loss import jax_functions
+
+        f_label, _, f_dloss = jax_functions(model.loss, model.label, model.huber_delta)
+
+    def error(yhat, y):
+        """dl/dyhat at the label of the noisy teacher output ``y`` (``yhat - y``: square loss)."""
+        if default_loss:
+            return yhat - y
+        return f_dloss(yhat, f_label(y))
 
     B = block_size(N)
     width = -(-(N + 1) // 128) * 128  # padded row: odd widths make the generator ~2x slower
@@ -211,10 +290,12 @@ def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool
                 W, v, div = carry
                 z = jax.lax.dynamic_index_in_dim(Z, s - b * B, keepdims=False).astype(dtype)
                 x, zeta = z[:N], z[N]
+                if spectral:  # x ~ N(0, Sigma): coordinate j scaled by sqrt(s_b(j))
+                    x = x * p["sqrt_s"]
                 lam = W @ x / sqrtN
                 nu = Ws @ x / sqrtN
                 gl = g(lam)
-                d = v @ gl - (vs @ gs(nu) + p["sigma"] * zeta)
+                d = error(v @ gl, vs @ gs(nu) + p["sigma"] * zeta)
                 ok = jnp.isfinite(d) & (jnp.abs(d) < p["bound"])
                 if schedule:  # piecewise-constant eta(t), t = s / N
                     eta = p["sched_values"][jnp.searchsorted(p["sched_edges"], s / N, side="right")]
@@ -248,13 +329,28 @@ def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool
         T = jnp.einsum("smn,son->smo", Ws, Ws) / N
         return Q, R, T
 
+    @jax.jit
+    def binned_overlaps(W, Ws, bin_ids):
+        """Per-bin overlaps ``(S, B, K, K)``, ... (coordinates summed by bin)."""
+
+        def per_bin(A, Bm):
+            prod = jnp.einsum("skn,sln->snkl", A, Bm) / N
+            return jax.vmap(lambda x: jax.ops.segment_sum(x, bin_ids, num_segments=bins))(prod)
+
+        return per_bin(W, W), per_bin(W, Ws), per_bin(Ws, Ws)
+
     def test_error_one(W, Ws, v, key, n_samples, p):
         vs = p["v_teacher"]
 
         def one(carry, k):
             x = jax.random.normal(k, (N,), jnp.float32).astype(dtype)
+            if spectral:
+                x = x * p["sqrt_s"]
             lam, nu = W @ x / sqrtN, Ws @ x / sqrtN
-            return carry + 0.5 * (v @ g(lam) - vs @ gs(nu)) ** 2, None
+            target = vs @ gs(nu)
+            if not default_loss:  # the noiseless teacher output through the label map
+                target = f_label(target)
+            return carry + 0.5 * (v @ g(lam) - target) ** 2, None
 
         total, _ = jax.lax.scan(one, jnp.zeros((), dtype), jax.random.split(key, n_samples))
         return total / n_samples
@@ -265,7 +361,7 @@ def _make_kernels(model: Committee, N: int, dtype, trained: bool, schedule: bool
             W, Ws, v, keys, n_samples, p
         )
 
-    return advance, overlaps, test_error
+    return advance, (binned_overlaps if spectral else overlaps), test_error
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -291,6 +387,8 @@ def simulate(
     checkpoint: Callable[[Simulation], None] | None = None,
     checkpoint_every: float = 30.0,
     lr_schedule=None,
+    spectrum=None,
+    bins=None,
 ) -> Simulation:
     r"""Train ``seeds`` finite networks of input dimension ``N`` with online SGD.
 
@@ -314,6 +412,11 @@ def simulate(
             seconds (e.g. to write it to disk).
         lr_schedule: a :class:`~hildlimits.Schedule` for the first-layer learning rate
             (``hyper.lr`` is then ignored), evaluated at ``t = step / N``.
+        spectrum: inputs ``x ~ N(0, Sigma)`` with this spectrum (a model derived with
+            ``covariance="spectrum"``): ``round(p_b N)`` coordinates of variance ``s_b`` per bin;
+            the initial per-bin overlaps are ``bins`` (default: ``init`` spread over the bins),
+            realised exactly in bins of at least ``K + M`` directions and in expectation in
+            smaller ones (then every seed's ODE starts from its own measured overlaps).
 
     Returns:
         :class:`Simulation`. Ctrl-C ends the run early with status ``"interrupted at t=..."``,
@@ -336,7 +439,25 @@ def simulate(
         raise ConfigError(
             "give init (exact initial overlaps) or random_init (i.i.d. Gaussian weights)"
         )
-    if random_init is None and N < K + M:
+    spectral = model.covariance == "spectrum"
+    if spectral != (spectrum is not None):
+        raise ConfigError(
+            "a model with covariance='spectrum' needs spectrum=..."
+            if spectral
+            else "spectrum=... needs a model with covariance='spectrum'"
+        )
+    counts = bin_ids = None
+    if spectral:
+        counts = spectrum.counts(N)
+        if (counts == 0).any():
+            b = int(np.argmax(counts == 0))
+            raise ConfigError(
+                f"N={N} leaves bin {b} of the spectrum (weight {spectrum.weights[b]:.3g}) without "
+                f"a direction: N must be at least about 1/min(weights) = "
+                f"{math.ceil(1 / spectrum.weights.min())}"
+            )
+        bin_ids = np.repeat(np.arange(spectrum.bins), counts)
+    if random_init is None and N < K + M and not spectral:
         raise ConfigError(
             f"N must be at least K + M = {K + M} to realise the initial overlaps exactly, got N={N}"
         )
@@ -364,11 +485,25 @@ def simulate(
     v0 = np.ones(K) if init is None else np.asarray(init.v)
     vt = np.ones(M) if init is None else np.asarray(init.v_teacher)
     Ws_l, W_l = [], []
+    exact_init = random_init is None
+    if spectral and random_init is None:
+        from hildlimits._pipeline.spectrum import spread_overlaps
+
+        if bins is None:
+            bins = spread_overlaps(spectrum, init.Q, init.R, init.T)
     for s in range(seeds):
         rng = np.random.default_rng([seed, s])
         if random_init is not None:
             W_l.append(rng.standard_normal((K, N)) * random_init.student_std)
-            Ws_l.append(rng.standard_normal((M, N)) * random_init.teacher_std)
+            Ws = rng.standard_normal((M, N)) * random_init.teacher_std
+            if spectral:  # the teacher's squared norm spread as teacher_weights
+                Ws = Ws * np.sqrt(spectrum.teacher_weights / spectrum.weights)[bin_ids]
+            Ws_l.append(Ws)
+        elif spectral:
+            W, Ws, exact = binned_weights(bins, counts, N, rng)
+            exact_init = exact_init and exact
+            W_l.append(W)
+            Ws_l.append(Ws)
         else:
             W, Ws = exact_weights(init, N, rng)
             W_l.append(W)
@@ -380,7 +515,13 @@ def simulate(
     with jax.enable_x64(True), jax.threefry_partitionable(False):
         jdt = jnp.dtype(dtype)
         advance, overlaps, test_error = _make_kernels(
-            model, N, jdt, trained, lr_schedule is not None
+            model,
+            N,
+            jdt,
+            trained,
+            lr_schedule is not None,
+            spectral,
+            spectrum.bins if spectral else 1,
         )
         W = jnp.asarray(np.stack(W_l), jdt)
         Ws = jnp.asarray(np.stack(Ws_l), jdt)
@@ -414,11 +555,20 @@ def simulate(
         if lr_schedule is not None:
             params["sched_edges"] = jnp.asarray(lr_schedule.edges, jnp.float64)
             params["sched_values"] = jnp.asarray(lr_schedule.values, jdt)
+        if spectral:
+            params["sqrt_s"] = jnp.asarray(np.sqrt(spectrum.eigenvalues)[bin_ids], jdt)
+            s_np = np.asarray(spectrum.eigenvalues, np.float64)
+            p_np = np.asarray(spectrum.weights, np.float64)
+            jbins = jnp.asarray(bin_ids)
+        else:
+            s_np = p_np = np.ones(1)
         risk_fn = _risk_kernel(system)
+        obs_names = system.observable_names
+        bins0 = None
         test_keys = jax.vmap(
             lambda s: jax.random.fold_in(jax.random.key(int(seed) + 1_000_003), s)
         )(jnp.arange(seeds))
-        rec = {"Q": [], "R": [], "v": [], "risk": [], "test": []}
+        rec = {"Q": [], "R": [], "v": [], "risk": [], "test": [], "observables": {}}
         T_seeds = None
         status = RunStatus.of(Status.OK)
         done_steps: list[int] = []
@@ -438,8 +588,18 @@ def simulate(
         current = 0
 
         def partial(status_):
-            return _result(
+            out = _result(
                 rec, done_steps, N, seeds, seed, dtype, status_, T_seeds, vt, test_samples, timings
+            )
+            import dataclasses
+
+            n = len(done_steps)
+            obs = {
+                k: np.stack(v, axis=1) if n else np.zeros((seeds, 0))
+                for k, v in rec["observables"].items()
+            }
+            return dataclasses.replace(
+                out, observables=obs, spectrum=spectrum, bins0=bins0, exact_init=exact_init
             )
 
         t_start = time.perf_counter()
@@ -452,10 +612,20 @@ def simulate(
                     if bar is not None:
                         bar.update(int(target) - current)
                     current = int(target)
-                Q, R, T = overlaps(W, Ws)
+                if spectral:
+                    Qb, Rb, Tb = (np.asarray(a, np.float64) for a in overlaps(W, Ws, jbins))
+                    if bins0 is None:
+                        bins0 = (Qb, Rb, Tb)
+                        Tb0 = Tb
+                    Q, R, T = (np.einsum("b,sbij->sij", s_np, X) for X in (Qb, Rb, Tb0))
+                    state = (Qb, Rb, Tb0)
+                else:
+                    Q, R, T = overlaps(W, Ws)
                 if T_seeds is None:
                     T_seeds = np.asarray(T, np.float64)
                 Qn, Rn, vn = (np.asarray(a, np.float64) for a in (Q, R, v))
+                if not spectral:
+                    state = (Qn, Rn, T_seeds)
                 div_np = np.asarray(div)
                 if np.any(div_np >= 0):
                     s_bad = int(div_np[div_np >= 0].min())
@@ -470,9 +640,17 @@ def simulate(
                 rec["Q"].append(Qn)
                 rec["R"].append(Rn)
                 rec["v"].append(vn)
-                rec["risk"].append(
-                    np.asarray(risk_fn(Qn, Rn, T_seeds, vn, np.asarray(vt, np.float64)))
+                values = risk_fn(
+                    *state,
+                    vn,
+                    np.asarray(vt, np.float64),
+                    np.float64(hyper.noise),
+                    s_np,
+                    p_np,
                 )
+                rec["risk"].append(np.asarray(values[0]))
+                for name, val in zip(obs_names[1:], values[1:], strict=True):
+                    rec["observables"].setdefault(name, []).append(np.asarray(val))
                 if test_samples:
                     k = jax.vmap(jax.random.fold_in, in_axes=(0, None))(test_keys, current)
                     rec["test"].append(

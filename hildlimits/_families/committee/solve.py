@@ -53,6 +53,13 @@ class Trajectory:
     num_steps: int
     hyper: Hyperparams
     system: object = field(repr=False)
+    # with a [data] spectrum: per-bin overlaps (n, B, K, K), (n, B, K, M), (B, M, M) and the bins
+    Q_bins: np.ndarray | None = None
+    R_bins: np.ndarray | None = None
+    T_bins: np.ndarray | None = None
+    spectrum: object = None
+    # observables other than the risk (``loss``, ``classification_error``), (n,) each
+    observables: dict = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -69,15 +76,22 @@ class Trajectory:
             return np.stack([np.asarray(what(*s)) for s in self._states()])
         if what == "risk":
             return self.risk
+        if what in self.observables:
+            return self.observables[what]
         names = self.system.observable_names
         if what not in names:
             raise ValueError(f"observable must be one of {names} or a callable, got {what!r}")
         fn = getattr(self.system.module, what)
         with jax.enable_x64(True):
             vals = []
-            for q, r, v in zip(self.Q, self.R, self.v, strict=True):
+            for n, (q, r, v) in enumerate(zip(self.Q, self.R, self.v, strict=True)):
                 state = Overlaps(Q=q, R=r, T=self.T, v=v, v_teacher=self.v_teacher, _checked=True)
-                vals.append(fn(*problem(self.system, state, self.hyper)))
+                bins = None
+                if self.spectrum is not None:
+                    bins = (self.Q_bins[n], self.R_bins[n], self.T_bins)
+                vals.append(
+                    fn(*problem(self.system, state, self.hyper, spectrum=self.spectrum, bins=bins))
+                )
             return np.asarray(vals)
 
     def _states(self):
@@ -97,6 +111,19 @@ class Trajectory:
             "status": self.status,
             "t_stop": self.t_stop,
             "num_steps": self.num_steps,
+            **{name: np.asarray(val).tolist() for name, val in self.observables.items()},
+            **(
+                {
+                    "Q_bins": self.Q_bins.tolist(),
+                    "R_bins": self.R_bins.tolist(),
+                    "T_bins": self.T_bins.tolist(),
+                    "eigenvalues": self.spectrum.eigenvalues.tolist(),
+                    "weights": self.spectrum.weights.tolist(),
+                    "teacher_weights": self.spectrum.teacher_weights.tolist(),
+                }
+                if self.spectrum is not None
+                else {}
+            ),
         }
 
 
@@ -127,6 +154,8 @@ def solve(
     steady_state: float | None = None,
     ts=None,
     lr_schedule=None,
+    spectrum=None,
+    bins=None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs of ``system`` from ``init`` to ``t1`` in float64.
 
@@ -153,6 +182,10 @@ def solve(
         lr_schedule: a :class:`~hildlimits.Schedule`: the first-layer learning rate becomes
             piecewise constant in time (``hyper.lr`` is then ignored); the solver steps onto its
             edges exactly.
+        spectrum: the input covariance's bins (:class:`~hildlimits.Spectrum`), required by a
+            system derived with ``covariance="spectrum"``; ``init`` then gives the plain overlaps,
+            spread over the bins by :func:`~hildlimits.spread_overlaps` unless ``bins`` (per-bin
+            ``(Q_b, R_b, T_b)``) is given.
 
     Returns:
         :class:`Trajectory` (rows after an early stop are dropped; the stopping state is the
@@ -201,13 +234,21 @@ def solve(
             schedule=lr_schedule is not None,
         )
         y0, args = problem(
-            system, init, hyper, divergence_bound=divergence_bound, steady_state=steady_state
+            system,
+            init,
+            hyper,
+            divergence_bound=divergence_bound,
+            steady_state=steady_state,
+            spectrum=spectrum,
+            bins=bins,
         )
         if lr_schedule is not None:
             args["_sched_edges"] = np.asarray(lr_schedule.edges, np.float64)
             args["_sched_values"] = np.asarray(lr_schedule.values, np.float64)
         out = _runner.run_once(run, y0, args, ts, rtol=rtol, atol=atol)
-    return _trajectory(system, init, hyper, out, float(ts[-1]), max_steps)
+        return _trajectory(
+            system, init, hyper, out, float(ts[-1]), max_steps, args=args, spectrum=spectrum
+        )
 
 
 def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, schedule=False):
@@ -227,6 +268,8 @@ def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, 
             max_steps=max_steps,
             steady=steady,
             schedule=_apply_eta if schedule else None,
+            risk_event=getattr(module, "RISK_EVENT", True),
+            risk_map=getattr(module, "RISK_MAP", False),
         )
 
     def export_key():
@@ -245,17 +288,49 @@ def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, 
     )
 
 
-def problem(system, init: Overlaps, hyper: Hyperparams, *, divergence_bound=1e8, steady_state=None):
-    """Initial state ``y0`` and ``args`` of the generated vector field (float64 NumPy arrays)."""
+def problem(
+    system,
+    init: Overlaps,
+    hyper: Hyperparams,
+    *,
+    divergence_bound=1e8,
+    steady_state=None,
+    spectrum=None,
+    bins=None,
+):
+    """Initial state ``y0`` and ``args`` of the generated vector field (float64 NumPy arrays).
+
+    A system derived for a spectrum needs ``spectrum``; its state is then the per-bin overlaps
+    ``bins = (Q_b, R_b, T_b)`` (default: ``init`` spread over the bins, :func:`spread_overlaps`)."""
     f64 = np.float64
-    y0 = {"Q": np.asarray(init.Q, f64), "R": np.asarray(init.R, f64)}
+    spectral = system.structure.get("covariance") == "spectrum"
+    if spectral != (spectrum is not None):
+        from hildlimits._errors import ConfigError
+
+        raise ConfigError(
+            "this system was derived for inputs with a spectrum: give spectrum=..."
+            if spectral
+            else "a spectrum needs a system derived with covariance='spectrum' (a [data] section)"
+        )
+    if spectral:
+        from hildlimits._pipeline.spectrum import spread_overlaps
+
+        Qb, Rb, Tb = bins if bins is not None else spread_overlaps(spectrum, init.Q, init.R, init.T)
+        y0 = {"Q": np.asarray(Qb, f64), "R": np.asarray(Rb, f64)}
+        args = {"T": np.asarray(Tb, f64), "v_teacher": np.asarray(init.v_teacher, f64)}
+        args["s"] = np.asarray(spectrum.eigenvalues, f64)
+        args["p"] = np.asarray(spectrum.weights, f64)
+    else:
+        y0 = {"Q": np.asarray(init.Q, f64), "R": np.asarray(init.R, f64)}
+        args = {"T": np.asarray(init.T, f64), "v_teacher": np.asarray(init.v_teacher, f64)}
     if system.structure["train_second_layer"]:
         y0["v"] = np.asarray(init.v, f64)
-    args = {"T": np.asarray(init.T, f64), "v_teacher": np.asarray(init.v_teacher, f64)}
     args.update({k: f64(x) for k, x in hyper.as_args().items()})
     if not system.structure["train_second_layer"]:
         args["v"] = np.asarray(init.v, f64)
-    scale = 1.0 + max(float(np.abs(a).max()) for a in (init.Q, init.R, init.T, init.v))
+    scale = 1.0 + max(
+        float(np.abs(a).max()) for a in (y0["Q"], y0["R"], args["T"], np.asarray(init.v))
+    )
     args["_state_bound"] = f64(divergence_bound * scale)
     args["_risk_bound"] = f64(divergence_bound)
     args["_steady_tol"] = f64(steady_state if steady_state is not None else 0.0)
@@ -267,7 +342,25 @@ def status_of(out) -> str:
     return _runner.status_of(out)
 
 
-def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
+def _extra_observables(system, ys: dict, args: dict) -> dict:
+    """Observables other than the risk at the saved states (``loss``, ...), one state at a
+    time (jitted, cached on the system)."""
+    names = tuple(n for n in system.observable_names if n != "risk")
+    if not names or not len(next(iter(ys.values()))):
+        return {}
+    key = ("observables", names)
+    if key not in system._jax:
+        module = system.module
+
+        def one(y, a):
+            return tuple(getattr(module, n)(y, a) for n in names)
+
+        system._jax[key] = jax.jit(lambda ys, a: jax.lax.map(lambda y: one(y, a), ys))
+    vals = system._jax[key](ys, args)
+    return {n: np.asarray(v, np.float64) for n, v in zip(names, vals, strict=True)}
+
+
+def _trajectory(system, init, hyper, out, t1, max_steps, *, args=None, spectrum=None) -> Trajectory:
     status = _runner.check_stop(out, t1, max_steps)
     rows = _runner.kept_rows(out, status)
     ts, ys = np.asarray(out["ts"]), out["ys"]
@@ -279,12 +372,23 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
         a.setflags(write=False)
         return a
 
+    kept = {k: np.asarray(a)[rows] for k, a in ys.items()}
+    extra = _extra_observables(system, kept, args) if args is not None else {}
+    Q, R, T = kept["Q"], kept["R"], init.T
+    binned = {}
+    if system.structure.get("covariance") == "spectrum":
+        s = np.asarray(args["s"])
+        Qb, Rb, Tb = Q, R, np.asarray(args["T"])
+        Q = np.einsum("b,nbij->nij", s, Qb)
+        R = np.einsum("b,nbij->nij", s, Rb)
+        T = np.einsum("b,bij->ij", s, Tb)
+        binned = {"Q_bins": ro(Qb), "R_bins": ro(Rb), "T_bins": ro(Tb), "spectrum": spectrum}
     return Trajectory(
         t=ro(ts[rows]),
-        Q=ro(ys["Q"][rows]),
-        R=ro(ys["R"][rows]),
+        Q=ro(Q),
+        R=ro(R),
         v=ro(v),
-        T=init.T,
+        T=ro(T),
         v_teacher=init.v_teacher,
         risk=ro(out["risk"][rows]),
         status=status,
@@ -292,4 +396,6 @@ def _trajectory(system, init, hyper, out, t1, max_steps) -> Trajectory:
         num_steps=int(out["num_steps"]),
         hyper=hyper,
         system=system,
+        observables={k: ro(a) for k, a in extra.items()},
+        **binned,
     )

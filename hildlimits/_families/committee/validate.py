@@ -9,18 +9,33 @@ from hildlimits._errors import ConfigError
 from hildlimits._families.committee.derive import derive
 from hildlimits._families.committee.simulate import Simulation, simulate
 from hildlimits._families.committee.solve import solve
-from hildlimits._pipeline.validate import SimulationStopped, Tolerance, criterion
+from hildlimits._pipeline.runner import RunStatus, Status
+from hildlimits._pipeline.validate import (
+    SimulationStopped,
+    Tolerance,
+    ValidationInterrupted,
+    check_validation_inputs,
+    criterion,
+    interrupted_report,
+)
 
 _DEFAULT_TOLERANCE = Tolerance()
 
 
 def ode_for_simulation(system, sim: Simulation, *, hyper, solve_kwargs: dict, same_init: bool):
     """ODE risk and overlaps at the simulation's times (per-seed ODEs averaged if not ``same_init``)."""
+    same_init = same_init and sim.exact_init
     seeds = range(1) if same_init else range(sim.seeds)
-    trajs = [
-        solve(system, init=sim.initial_overlaps(s), hyper=hyper, ts=sim.t, **solve_kwargs)
-        for s in seeds
-    ]
+    extra = {}
+    trajs = []
+    for s in seeds:
+        if sim.spectrum is not None:
+            extra = {"spectrum": sim.spectrum, "bins": sim.initial_bins(s)}
+        trajs.append(
+            solve(
+                system, init=sim.initial_overlaps(s), hyper=hyper, ts=sim.t, **solve_kwargs, **extra
+            )
+        )
     for tr in trajs:
         if tr.status != "ok":
             raise ConfigError(f"the ODE {tr.status}: the learning rate is too large for this model")
@@ -46,16 +61,13 @@ def validate_committee(
     dtype: str | None = None,
     progress: bool | None = None,
     divergence_bound: float = 1e8,
+    spectrum=None,
+    bins=None,
 ) -> tuple[dict, list, list]:
     """The committee's :func:`hildlimits.validate` (see there); returns ``(report, sims, odes)``."""
     if hyper is None:
         raise TypeError("validate(model, ...) with a Committee needs hyper=")
-    Ns = [int(n) for n in Ns]
-    if not Ns:
-        raise ConfigError("--N must list at least one value")
-    for n in Ns:
-        if n < 1:
-            raise ConfigError(f"N must be a positive integer, got {n}")
+    Ns = check_validation_inputs(Ns, seeds)
     system = derive(model)
     skw = {
         k: v
@@ -63,7 +75,9 @@ def validate_committee(
         if k not in ("t1", "n_save", "spacing", "t_first")
     }
     per_N, sims, odes = [], [], []
-    for N in sorted(Ns):
+
+    def one(N):
+        """Simulate and solve at one N: ``(row, simulation, ODE trajectories)``."""
         sim = simulate(
             model,
             hyper=hyper,
@@ -80,8 +94,12 @@ def validate_committee(
             dtype=dtype,
             progress=progress,
             divergence_bound=divergence_bound,
+            spectrum=spectrum,
+            bins=bins,
         )
         if sim.status != "ok":
+            if RunStatus.parse(sim.status).kind is Status.INTERRUPTED and per_N:
+                raise KeyboardInterrupt  # keep the N values already finished
             raise SimulationStopped(sim)
         trajs = ode_for_simulation(
             system, sim, hyper=hyper, solve_kwargs=skw, same_init=random_init is None
@@ -89,24 +107,38 @@ def validate_committee(
         ode_risk = np.mean([tr.risk for tr in trajs], axis=0)
         d = sim.risk_mean - ode_risk
         crit = criterion(sim.risk_mean, sim.risk_sem, ode_risk, tolerance)
-        per_N.append(
-            {
-                "N": N,
-                "seeds": seeds,
-                "max_abs_deviation": float(np.abs(d).max()),
-                "mean_abs_deviation": float(np.abs(d).mean()),
-                "max_deviation_in_se": crit["max_deviation_in_se"],
-                "mean_deviation_in_se": crit["mean_deviation_in_se"],
-                "max_relative_deviation": float(
-                    np.max(np.abs(d) / np.maximum(np.abs(ode_risk), 1e-300))
-                ),
-                "fraction_within_tolerance": crit["fraction_within_tolerance"],
-                "worst_time": float(sim.t[crit["worst"]]),
-                "simulation_seconds": sim.timings.get("compile_and_run"),
-            }
-        )
-        sims.append(sim)
-        odes.append(trajs)
+        row = {
+            "N": N,
+            "seeds": seeds,
+            "max_abs_deviation": float(np.abs(d).max()),
+            "mean_abs_deviation": float(np.abs(d).mean()),
+            "max_deviation_in_se": crit["max_deviation_in_se"],
+            "mean_deviation_in_se": crit["mean_deviation_in_se"],
+            "max_relative_deviation": float(
+                np.max(np.abs(d) / np.maximum(np.abs(ode_risk), 1e-300))
+            ),
+            "fraction_within_tolerance": crit["fraction_within_tolerance"],
+            "worst_time": float(sim.t[crit["worst"]]),
+            "simulation_seconds": sim.timings.get("compile_and_run"),
+        }
+        return row, sim, trajs
+
+    try:
+        for N in sorted(Ns):
+            row, sim, trajs = one(N)
+            per_N.append(row)
+            sims.append(sim)
+            odes.append(trajs)
+    except KeyboardInterrupt as exc:
+        if not per_N or isinstance(exc, ValidationInterrupted):
+            raise
+        report = interrupted_report(_report(per_N, tolerance), len(per_N), len(Ns))
+        raise ValidationInterrupted(report, (sims, odes), len(per_N)) from None
+    return _report(per_N, tolerance), sims, odes
+
+
+def _report(per_N: list, tolerance) -> dict:
+    """The report of the finished sizes ``per_N`` (criterion at the largest)."""
     exponent = None
     if len(per_N) >= 2:
         x = np.log([p["N"] for p in per_N])
@@ -136,39 +168,64 @@ def validate_committee(
         "passed": passed,
         "reason": reason,
     }
-    return report, sims, odes
+    return report
 
 
 def plot_validation(sims, odes, risk_path, overlaps_path, *, log_time: bool = True) -> None:
-    """``risk.png``: ODE (dashed) over simulation means +- one seed std; ``overlaps.png``:
-    order parameters of the largest N against the ODE."""
+    """``risk.png``: top, the simulation means of every N with +- one seed std bands and the ODE
+    drawn on top (black dashes); bottom, the residual: the deviation of each N's seed mean from
+    its ODE in seed standard errors against t (one line per N; a finite-size bias shows as a
+    drift that shrinks with N). ``overlaps.png``: order parameters of the largest N (solid)
+    against the ODE (dashed, on top)."""
     from hildlimits._pipeline.plot import _pyplot
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    colors = plt.cm.viridis(np.linspace(0.1, 0.85, len(sims)))
+    fig, (ax, res) = plt.subplots(
+        2, 1, figsize=(7.5, 7.2), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    colors = plt.cm.viridis(np.linspace(0.05, 0.8, len(sims)))
     all_risk = []
-    for sim, c in zip(sims, colors, strict=True):
+    for sim, trajs, c in zip(sims, odes, colors, strict=True):
         sel = sim.t > 0 if log_time else slice(None)
+        t = sim.t[sel]
         m, s = sim.risk_mean[sel], sim.risk_std[sel]
-        ax.plot(sim.t[sel], m, color=c, lw=1.5, label=f"simulation N={sim.N} ({sim.seeds} seeds)")
-        ax.fill_between(sim.t[sel], m - s, m + s, color=c, alpha=0.25, lw=0)
+        ax.fill_between(t, m - s, m + s, color=c, alpha=0.3, lw=0, zorder=1)
+        ax.plot(t, m - s, color=c, lw=0.6, alpha=0.8, zorder=2)
+        ax.plot(t, m + s, color=c, lw=0.6, alpha=0.8, zorder=2)
+        ax.plot(
+            t,
+            m,
+            color=c,
+            lw=2.6,
+            alpha=0.8,
+            zorder=3,
+            label=f"simulation N={sim.N} ({sim.seeds} seeds)",
+        )
         all_risk.append(m)
+        ode_n = np.mean([tr.risk for tr in trajs], axis=0)[sel]
+        se = sim.risk_sem[sel]
+        z = np.where(se > 0, (m - ode_n) / np.where(se > 0, se, 1.0), 0.0)
+        res.plot(t, z, color=c, lw=1.4, marker="o", ms=2.5, label=f"N={sim.N}")
     trajs = odes[-1]
     sim = sims[-1]
     sel = sim.t > 0 if log_time else slice(None)
     ode = np.mean([tr.risk for tr in trajs], axis=0)[sel]
-    ax.plot(sim.t[sel], ode, "k--", lw=2, label="ODE (N → ∞)")
+    ax.plot(sim.t[sel], ode, "k--", lw=1.6, dashes=(4, 3), zorder=5, label="ODE (N → ∞)")
     if log_time:
         ax.set_xscale("log")
     r = np.concatenate(all_risk + [ode])
     r = r[r > 0]
     if r.size and r.max() > 100 * r.min():
         ax.set_yscale("log")
-    ax.set_xlabel("t = steps / N")
     ax.set_ylabel("risk")
-    ax.set_title("ODE vs simulation (band: ± one seed standard deviation)")
+    ax.set_title("ODE (dashed) vs simulations (band: ± one seed standard deviation)")
     ax.legend(fontsize=8)
+    res.axhspan(-2, 2, color="0.85", zorder=0, label="±2 standard errors")
+    res.axhline(0, color="k", lw=1, ls="--", zorder=1)
+    res.set_xlabel("t = steps / N")
+    res.set_ylabel("(simulation − ODE) / se")
+    res.set_title("residual in seed standard errors")
+    res.legend(fontsize=7, ncol=min(4, len(sims) + 1))
     fig.tight_layout()
     fig.savefig(risk_path, dpi=110)
     plt.close(fig)
@@ -187,12 +244,13 @@ def plot_validation(sims, odes, risk_path, overlaps_path, *, log_time: bool = Tr
         for n, (a, b) in enumerate(entries):
             col = cyc[n % len(cyc)]
             label = f"{name}{a + 1}{b + 1}" if labelled else None
-            ax.plot(sim.t[sel], sim_v[sel, a, b], color=col, lw=1.2, label=label)
-            ax.plot(sim.t[sel], ode_v[sel, a, b], color=col, ls="--", lw=1.5)
+            # the simulation wide and light below, the ODE thin and dashed on top: both visible
+            ax.plot(sim.t[sel], sim_v[sel, a, b], color=col, lw=4, alpha=0.4, zorder=2, label=label)
+            ax.plot(sim.t[sel], ode_v[sel, a, b], color="k", ls="--", lw=1.1, zorder=4)
         if log_time:
             ax.set_xscale("log")
         ax.set_xlabel("t = steps / N")
-        ax.set_title(f"{name}: simulation N={sim.N} (solid, seed mean) vs ODE (dashed)")
+        ax.set_title(f"{name}: simulation N={sim.N} (wide, seed mean) vs ODE (black dashes)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

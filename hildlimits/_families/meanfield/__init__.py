@@ -139,6 +139,7 @@ def _standard_normals(init) -> np.ndarray:
 
 
 class MeanFieldFamily(Family):
+    sections = ("model", "training", "init", "solve")
     kind = "meanfield"
     title = "mean-field limit of wide two-layer networks (particles r_j, q_j, a_j)"
     sweepable = {
@@ -419,7 +420,11 @@ class MeanFieldFamily(Family):
         )
 
     def validate(self, cfg, *, options: dict, tolerance, outdir=None):
-        from hildlimits._pipeline.validate import SimulationStopped, criterion
+        from hildlimits._pipeline.validate import (
+            ValidationInterrupted,
+            check_validation_inputs,
+            interrupted_report,
+        )
 
         if options.get("width") is None:
             raise ConfigError("validate with model.kind = 'meanfield' needs --width (e.g. 32,128)")
@@ -437,8 +442,24 @@ class MeanFieldFamily(Family):
         for d, p in zip(Ns, widths, strict=True):
             if p > d:
                 raise ConfigError(f"width must not exceed d: got --width {p} with --N {d}")
+        # distinct widths (the width fit), at least two seeds (standard errors)
+        check_validation_inputs(widths, options.get("seeds", 8), name="--width")
         system = self.derive(cfg)
         sims, rows, odes = [], [], []
+        try:
+            self._validate_each(cfg, system, options, tolerance, Ns, widths, sims, rows, odes)
+        except KeyboardInterrupt as exc:
+            if not rows or isinstance(exc, ValidationInterrupted):
+                raise
+            report = self._report(rows, tolerance)
+            report = interrupted_report(report, len(rows), len(widths))
+            raise ValidationInterrupted(report, (sims, odes), len(rows)) from None
+        return self._report(rows, tolerance), (sims, odes)
+
+    def _validate_each(self, cfg, system, options, tolerance, Ns, widths, sims, rows, odes):
+        """Simulate and solve each (d, width) in turn, by increasing width."""
+        from hildlimits._pipeline.validate import SimulationStopped, criterion
+
         ode = None
         for d, p in sorted(zip(Ns, widths, strict=True), key=lambda x: x[1]):
             sim = self.simulate(cfg, options=options | {"N": d}, width=p)
@@ -471,6 +492,9 @@ class MeanFieldFamily(Family):
             )
             sims.append(sim)
             odes.append(ode)
+
+    def _report(self, rows: list, tolerance) -> dict:
+        """The report of the finished widths ``rows`` (criterion at the largest)."""
         exponent = None
         if len({r["width"] for r in rows}) >= 2:
             x = np.log([r["width"] for r in rows])
@@ -505,7 +529,7 @@ class MeanFieldFamily(Family):
             "note": "the ODE is the eta -> 0, p -> oo limit: finite eta adds an O(eta) deviation "
             "that does not vanish with the width",
         }
-        return report, (sims, odes)
+        return report
 
     def validation_lines(self, report) -> list[str]:
         lines = [

@@ -84,8 +84,12 @@ from hildlimits._engine.gaussian import (
 )
 from hildlimits._errors import ConfigError
 from hildlimits._families.committee.derive import DEFAULT_GH_NODES, ExpectationEntry, _needs_merging
-from hildlimits._families.committee.model import _bool, _matrix, _positive_int, _real
 from hildlimits._pipeline.runner import RunStatus
+from hildlimits._pipeline.validators import boolean as _bool
+from hildlimits._pipeline.validators import matrix as _matrix
+from hildlimits._pipeline.validators import positive_int as _positive_int
+from hildlimits._pipeline.validators import real as _real
+from hildlimits._pipeline.validators import square_matrix as _square_matrix
 
 # ----------------------------------------------------------------------------- model, init
 
@@ -160,10 +164,8 @@ class MeanFieldInit:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        M = np.asarray(self.T).shape[0] if np.ndim(self.T) == 2 else None
-        if M is None:
-            raise ConfigError(f"init.T must be a square matrix, got {self.T!r}")
-        T = _matrix("init.T", self.T, (M, M))
+        T = _square_matrix("init.T", self.T)
+        M = T.shape[0]
         vt = _matrix(
             "init.v_teacher", np.ones(M) if self.v_teacher is None else self.v_teacher, (M,)
         )

@@ -40,6 +40,10 @@ def plot_meanfield(traj, path: str | Path, *, sims=(), title: str = "", n_panels
         ax.set_ylabel("a_j")
         ax.set_title(f"τ = {traj.t[i]:.3g}")
         ax.legend(fontsize=7, loc="best")
+        # few, short tick labels: long ones (e.g. 0.000125 at tau = 0) ran into each other
+        ax.locator_params(axis="both", nbins=4)
+        ax.ticklabel_format(axis="both", style="sci", scilimits=(-2, 3), useMathText=True)
+        ax.tick_params(labelsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
