@@ -429,7 +429,7 @@ def regression(G, C):
     return jnp.linalg.solve(C + eps * jnp.eye(D, dtype=C.dtype), G.T).T
 
 
-def spectral_rates(m, Qb, Rb, Tb, s, p, eta, kappa):
+def spectral_rates(m, Qb, Rb, Tb, s, p, eta, kappa, fields=None):
     r"""Per-bin rates of ``x ~ N(0, Sigma)`` with ``Sigma`` having eigenvalue ``s_b`` on a fraction
     ``p_b`` of the directions (``docs/spectra.md``).
 
@@ -441,7 +441,8 @@ def spectral_rates(m, Qb, Rb, Tb, s, p, eta, kappa):
     ``dQ^b_ik = -eta (E[delta_i lambda^b_k] + E[delta_k lambda^b_i]) + eta^2 s_b p_b D_ik
     - 2 eta kappa Q^b_ik``, ``dR^b_in = -eta E[delta_i nu^b_n] - eta kappa R^b_in``.
     """
-    Q, R, T = field_covariances(Qb, Rb, Tb, s)
+    # ``fields``: the field covariances (Q, R, T) when the caller has them already
+    Q, R, T = field_covariances(Qb, Rb, Tb, s) if fields is None else fields
     C = jnp.block([[T, R.T], [R, Q]])
     G = jnp.concatenate([m["H"], m["F"]], axis=1)  # (K, M + K): E[delta_i z_a]
     A = regression(G, C)

@@ -308,7 +308,8 @@ def generate_joint_source(system: JointSystem) -> str:
             "    fy, fa = _fields(y, args)",
             "    m = moments(fy, fa, observables=False)",
             "    dQ, dR = spectral_rates(",
-            '        m, y["Q"], y["R"], args["T"], args["s"], args["p"], args["eta"], args["kappa"]',
+            '        m, y["Q"], y["R"], args["T"], args["s"], args["p"], args["eta"], args["kappa"],',
+            '        fields=(fy["Q"], fy["R"], fa["T"]),',
             "    )",
         ]
     else:
