@@ -430,7 +430,14 @@ def generate_source(system) -> str:
         ]
         return out
 
-    shapes = {"Q": "(K, K)", "R": "(K, M)", "v": "(K,)", "F": "(K, K)", "H": "(K, M)", "D": "(K, K)"}
+    shapes = {
+        "Q": "(K, K)",
+        "R": "(K, M)",
+        "v": "(K,)",
+        "F": "(K, K)",
+        "H": "(K, M)",
+        "D": "(K, K)",
+    }
     spectral = system.structure.get("covariance") == "spectrum"
     if spectral:
         # the moments at the field covariances, then the per-bin assembly (docs/spectra.md)
