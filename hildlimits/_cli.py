@@ -447,6 +447,7 @@ def _optimize_schedule(ns, cfg, family, outdir: Path, options: dict) -> int:
             progress=tick,
             force=ns.force,
             interruptible=True,
+            batch=ns.batch,
         )
     t_opt = time.perf_counter() - t0
     if res.get("interrupted"):
@@ -454,13 +455,25 @@ def _optimize_schedule(ns, cfg, family, outdir: Path, options: dict) -> int:
     sched = res["schedule"]
     const = Schedule.constant(res["best_constant_lr"])
     kw = {"n_save": so["n_save"], "spacing": "linear"}
+    cfg_opt, cfg_sim, kw_opt = cfg, cfg, kw
+    if ns.batch:
+        # the optimised run ends when the sample budget is spent (t_final); the simulation trains
+        # with the batch sizes rounded to integers (its ODE is solved with the same rounding)
+        bs = res["batch_schedule"]
+        rounded = Schedule(edges=bs.edges, values=np.maximum(1.0, np.round(bs.values)))
+        cfg_opt = family.with_schedules(cfg, batch=bs)
+        cfg_sim = family.with_schedules(cfg, batch=rounded)
+        kw_opt = {**kw, "t1": res["t_final"]}
     try:
         with _phase("solving the ODE with both schedules"):
-            ode_opt = family.solve(system, cfg, schedule=sched, **kw)
+            ode_opt = family.solve(system, cfg_opt, schedule=sched, **kw_opt)
             ode_const = family.solve(system, cfg, schedule=const, **kw)
         sims = {}
-        for name, s in (("optimised", sched), ("constant", const)):
-            sims[name] = family.simulate(cfg, options=options, schedule=s, **kw)
+        for name, s, c, k in (
+            ("optimised", sched, cfg_sim, kw_opt),
+            ("constant", const, cfg, kw),
+        ):
+            sims[name] = family.simulate(c, options=options, schedule=s, **k)
             if RunStatus.parse(sims[name].status).kind is Status.INTERRUPTED:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -500,6 +513,17 @@ def _optimize_schedule(ns, cfg, family, outdir: Path, options: dict) -> int:
             "seeds": ns.seeds,
         },
         "simulation_confirms": bool(m_opt + 2 * se_opt < m_const - 2 * se_const),
+        **(
+            {
+                "batch_schedule": res["batch_schedule"].values.tolist(),
+                "batch_edges": res["batch_schedule"].edges.tolist(),
+                "sample_edges": res["sample_edges"],
+                "sample_budget_per_dimension": res["sample_budget_per_dimension"],
+                "t_final": res["t_final"],
+            }
+            if ns.batch
+            else {}
+        ),
         "history": res["history"],
         "t": ode_opt.t.tolist(),
         "risk_ode_optimised": ode_opt.risk.tolist(),
@@ -724,6 +748,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--pieces", type=int, default=20, help="equal pieces of [0, t1] of the schedule")
     o.add_argument(
         "--steps", type=int, default=150, help="gradient-descent iterations (Adam on log eta)"
+    )
+    o.add_argument(
+        "--batch",
+        action="store_true",
+        help="optimise the mini-batch size jointly with the learning rate under the sample "
+        "budget of the configured run (docs/optimisers.md)",
     )
     o.add_argument("--N", type=int, default=1000, help="input dimension of the simulation check")
     o.add_argument("--seeds", type=int, default=8, help="seeds of the simulation check")

@@ -42,7 +42,13 @@ _IMPORTS = (
 """Header of every generated module: the names the printed code calls."""
 
 _PARAM_NAMES = {S.v: "v", S.vs: "v_teacher", S.Q: "Q", S.R: "R", S.T: "T"}
-_SCALARS = {S.eta: "eta", S.eta_v: "eta_v", S.sigma: "sigma", S.kappa: "kappa"}
+_SCALARS = {
+    S.eta: "eta",
+    S.eta_v: "eta_v",
+    S.sigma: "sigma",
+    S.kappa: "kappa",
+    S.batch: "batch",
+}
 
 
 class _Printer(JaxPrinter):
@@ -425,6 +431,7 @@ def generate_source(system) -> str:
             '    v = y["v"]' if trained else '    v = args["v"]',
             '    T, v_teacher = args["T"], args["v_teacher"]',
             '    eta, eta_v, sigma, kappa = args["eta"], args["eta_v"], args["sigma"], args["kappa"]',
+            *(['    batch = args["batch"]'] if system.structure.get("minibatch") else []),
             "    K, M = Q.shape[0], T.shape[0]",
             "    omega = overlap_matrix(Q, R, T)",
         ]
@@ -467,12 +474,22 @@ def generate_source(system) -> str:
             "    m = moments(fy, fa)",
             "    dQ, dR = spectral_rates(",
             '        m, y["Q"], y["R"], args["T"], args["s"], args["p"], args["eta"], args["kappa"],',
-            '        fields=(fy["Q"], fy["R"], fa["T"]),',
+            '        fields=(fy["Q"], fy["R"], fa["T"]),'
+            + (' batch=args["batch"],' if system.structure.get("minibatch") else ""),
             "    )",
             '    return {"Q": dQ, "R": dR' + (', "v": m["v"]}' if trained else "}"),
             "",
             "",
         ]
+        if system.structure.get("adagrad"):
+            lines += [
+                "def grad_sq(y, args):",
+                '    """sum_i E[(dl/dlambda_i)^2] (AdaGrad-Norm\'s accumulator, before |x|^2/N)."""',
+                "    fy, fa = _fields(y, args)",
+                '    return jnp.trace(moments(fy, fa)["D"])',
+                "",
+                "",
+            ]
         for obs in system.observables:
             lines += [
                 f"def {obs.name}(y, args):",

@@ -402,10 +402,10 @@ def joint_moments(
     return out
 
 
-def isotropic_rates(m, Q, R, eta, kappa, D=None):
-    r"""``dQ = -eta (F + F^T) + eta^2 D - 2 eta kappa Q``, ``dR = -eta H - eta kappa R`` from the
-    moments ``m`` (inputs ``x ~ N(0, I)``)."""
-    dQ = -eta * (m["F"] + m["F"].T) + eta**2 * m["D"] - 2 * eta * kappa * Q
+def isotropic_rates(m, Q, R, eta, kappa, batch=1.0):
+    r"""``dQ = -eta (F + F^T) + (eta^2/B) D - 2 eta kappa Q``, ``dR = -eta H - eta kappa R`` from
+    the moments ``m`` (inputs ``x ~ N(0, I)``; ``B`` the mini-batch size)."""
+    dQ = -eta * (m["F"] + m["F"].T) + (eta**2 / batch) * m["D"] - 2 * eta * kappa * Q
     dR = -eta * m["H"] - eta * kappa * R
     return dQ, dR
 
@@ -429,7 +429,7 @@ def regression(G, C):
     return jnp.linalg.solve(C + eps * jnp.eye(D, dtype=C.dtype), G.T).T
 
 
-def spectral_rates(m, Qb, Rb, Tb, s, p, eta, kappa, fields=None):
+def spectral_rates(m, Qb, Rb, Tb, s, p, eta, kappa, fields=None, batch=1.0):
     r"""Per-bin rates of ``x ~ N(0, Sigma)`` with ``Sigma`` having eigenvalue ``s_b`` on a fraction
     ``p_b`` of the directions (``docs/spectra.md``).
 
@@ -438,8 +438,9 @@ def spectral_rates(m, Qb, Rb, Tb, s, p, eta, kappa, fields=None):
     ``E[delta_i lambda^b_k] = s_b [R^b_k, Q^b_k] . A_i`` with ``A = G C^{-1}``
     (:func:`regression`): one solve for all bins, then a product per bin (cost linear in bins).
 
-    ``dQ^b_ik = -eta (E[delta_i lambda^b_k] + E[delta_k lambda^b_i]) + eta^2 s_b p_b D_ik
-    - 2 eta kappa Q^b_ik``, ``dR^b_in = -eta E[delta_i nu^b_n] - eta kappa R^b_in``.
+    ``dQ^b_ik = -eta (E[delta_i lambda^b_k] + E[delta_k lambda^b_i]) + (eta^2/B) s_b p_b D_ik
+    - 2 eta kappa Q^b_ik``, ``dR^b_in = -eta E[delta_i nu^b_n] - eta kappa R^b_in`` (``B`` the
+    mini-batch size).
     """
     # ``fields``: the field covariances (Q, R, T) when the caller has them already
     Q, R, T = field_covariances(Qb, Rb, Tb, s) if fields is None else fields
@@ -453,7 +454,7 @@ def spectral_rates(m, Qb, Rb, Tb, s, p, eta, kappa, fields=None):
     Hb = s[:, None, None] * (jnp.einsum("bnm,im->bin", Tb, AT) + jnp.einsum("bln,il->bin", Rb, AS))
     dQb = (
         -eta * (Fb + jnp.swapaxes(Fb, 1, 2))
-        + eta**2 * (s * p)[:, None, None] * m["D"]
+        + (eta**2 / batch) * (s * p)[:, None, None] * m["D"]
         - 2 * eta * kappa * Qb
     )
     dRb = -eta * Hb - eta * kappa * Rb

@@ -35,6 +35,7 @@ T = sp.IndexedBase("T", real=True)
 zeta = sp.Symbol("zeta", real=True)  # output noise, N(0, 1)
 h = sp.Symbol("h", positive=True)  # 1/sqrt(N)
 eta, eta_v, sigma, kappa = sp.symbols("eta eta_v sigma kappa", nonnegative=True)
+batch = sp.Symbol("B", positive=True)  # mini-batch size (derivations with minibatch=True)
 g = sp.Function("g")  # student activation (abstract until an expectation is taken)
 gs = sp.Function("g_*")  # teacher activation
 
@@ -78,8 +79,9 @@ class Vec:
         return Vec({key: c * val for key, val in self.parts.items()})
 
 
-def _inner_basis(a: tuple, b: tuple) -> sp.Expr:
-    """``<a, b> / N`` for basis vectors, to leading order (``x ~ N(0, I_N)``, ``h = 1/sqrt N``)."""
+def _inner_basis(a: tuple, b: tuple, xx: sp.Expr = sp.Integer(1)) -> sp.Expr:
+    """``<a, b> / N`` for basis vectors, to leading order (``x ~ N(0, I_N)``, ``h = 1/sqrt N``);
+    ``xx``: ``|x|^2 / N`` of the input direction of the step (see :func:`inner`)."""
     a, b = sorted((a, b), key=lambda key: ("w", "ws", "x").index(key[0]))
     kinds = (a[0], b[0])
     if kinds == ("w", "w"):
@@ -92,14 +94,21 @@ def _inner_basis(a: tuple, b: tuple) -> sp.Expr:
         return h * lam[a[1]]
     if kinds == ("ws", "x"):
         return h * nu[a[1]]
-    return sp.Integer(1)  # |x|^2 / N -> 1 (fluctuations are higher order in h)
+    return xx  # |x|^2 / N -> 1 (fluctuations are higher order in h)
 
 
-def inner(a: Vec, b: Vec) -> sp.Expr:
-    """``<a, b> / N`` by bilinearity."""
+def inner(a: Vec, b: Vec, *, xx: sp.Expr = sp.Integer(1)) -> sp.Expr:
+    """``<a, b> / N`` by bilinearity.
+
+    ``xx`` is ``|x|^2/N`` of the step's input direction ``x``: ``1`` for one sample. For a
+    mini-batch the step direction is the batch mean ``(1/B) sum_b delta_b x_b`` of independent
+    inputs; in ``<w, xbar>`` each sample contributes its own field (``E`` of the mean is that of
+    one sample), while ``|xbar|^2/N = (1/B^2) sum_{b,b'} x_b.x_b'/N`` keeps only its ``B``
+    diagonal terms to leading order (``x_b.x_b'/N = O(h)`` for ``b != b'``), so ``xx = 1/B``
+    with the products of one sample's factors: the ``eta^2`` terms carry ``1/B``."""
     return sp.Add(
         *[
-            ca * cb * _inner_basis(ka, kb)
+            ca * cb * _inner_basis(ka, kb, xx)
             for ka, ca in a.parts.items()
             for kb, cb in b.parts.items()
         ]

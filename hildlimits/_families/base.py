@@ -74,6 +74,11 @@ class Family:
     """``--wrt`` names of ``grad`` -> what they mean."""
     schedule_param: str | None = None
     """The parameter ``optimize-schedule`` makes piecewise constant in time."""
+    batch_param: str | None = None
+    """The mini-batch size ``optimize-schedule --batch`` schedules jointly with
+    :attr:`schedule_param` under a sample budget (``None``: the family has none). Its dynamics
+    then honour ``args["_sched_batch"]`` (the batch size on the schedule's pieces) and
+    ``args["_per_sample"]`` (the time variable is samples / N)."""
     flags: dict[str, tuple[Flag, ...]] = {}
     """Command -> family-specific flags."""
     sections: tuple[str, ...] | None = None
@@ -133,6 +138,19 @@ class Family:
     def schedule_value(self, cfg) -> float:
         """The configured value of :attr:`schedule_param`."""
         raise NotImplementedError
+
+    def batch_value(self, system, cfg) -> float:
+        """The configured value of :attr:`batch_param` (refuses a config or system that cannot
+        schedule it); families without :attr:`batch_param` refuse ``--batch``."""
+        raise ConfigError(
+            f"optimize-schedule --batch: the {self.kind!r} family has no mini-batch size to "
+            "schedule"
+        )
+
+    def with_schedules(self, cfg, *, lr=None, batch=None):
+        """``cfg`` with the schedules (:class:`~hildlimits.Schedule`, in time ``t``) of
+        :attr:`schedule_param` and :attr:`batch_param` (``None``: unchanged)."""
+        raise ConfigError(f"the {self.kind!r} family cannot take a batch-size schedule")
 
     # ------------------------------------------------------------------ simulation
 

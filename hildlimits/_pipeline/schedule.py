@@ -115,6 +115,8 @@ def optimize_schedule(
     progress: Callable[[int, float], None] | None = None,
     force: bool = False,
     interruptible: bool = False,
+    batch: bool = False,
+    max_batch: float = 4096.0,
 ) -> dict:
     """Minimise risk(t1) over a ``pieces``-piece schedule of the family's scheduled parameter
     (``Family.schedule_param``: the committee's first-layer rate ``training.lr``, the mean
@@ -125,6 +127,16 @@ def optimize_schedule(
     ``pieces`` is checked by :func:`check_pieces` (``force``: more than :data:`MAX_PIECES`).
     ``interruptible``: Ctrl-C during the optimisation returns the best schedule so far with
     ``"interrupted"`` set (what step it stopped at) instead of raising ``KeyboardInterrupt``.
+
+    ``batch=True`` optimises the learning rate and the mini-batch size (``Family.batch_param``)
+    jointly under a *sample budget*: the budget is that of the configured run at its batch size
+    (``t1 * B`` samples per input dimension). The ODE is integrated in sample time
+    ``s = samples / N = int B dt`` (``dy/ds = (dy/dt) / B``), where the pieces are equal shares
+    of the budget and fixed; each piece has its own ``eta_k`` and ``B_k = 1 + e^{phi_k}``
+    (capped at ``max_batch``). The result adds ``"batch_schedule"`` and gives both schedules in
+    time ``t = steps/N`` (the pieces of the budget end at ``t_k = sum_{j<=k} (s_1/P) / B_j``), and
+    ``"sample_edges"``; the constant reference is the best constant learning rate at the
+    configured batch size.
     """
     import jax
     import jax.numpy as jnp
@@ -140,6 +152,10 @@ def optimize_schedule(
     family.schedule_value(config)  # refuses configs without the parameter
     t1 = family.solve_options(config)["t1"] if t1 is None else t1
     check_pieces(pieces, steps, max_steps=max_steps, force=force)
+    if batch:
+        b0 = family.batch_value(system, config)
+        if not (isinstance(max_batch, int | float) and max_batch > 1):
+            raise ConfigError(f"max_batch must be a number > 1, got {max_batch!r}")
     grid = (
         np.geomspace(0.01, 5.0, 64)
         if constant_grid is None
@@ -163,24 +179,38 @@ def optimize_schedule(
     if not math.isfinite(best_risk):
         raise ConfigError("no constant learning rate on the grid converged; adjust the grid")
 
-    edges = np.linspace(0.0, t1, pieces + 1)[1:-1]
+    # the horizon of the differentiated solve: t1, or the sample budget t1 * B in sample time
+    horizon = float(t1) * (b0 if batch else 1.0)
+    edges = np.linspace(0.0, horizon, pieces + 1)[1:-1]
     history = []
     with jax.enable_x64(True):
         dyn = family.dynamics(system, config, schedule=True)
         y0, args = family.initial(system, config)
+        args = {k: a for k, a in args.items() if not k.startswith("_sched")}
         args = {**args, "_sched_edges": edges}
+        if batch:
+            args["_per_sample"] = np.float64(1.0)
         solver = family.solve_options(config)["solver"]
 
+        def unpack(theta):
+            """Learning rates and batch sizes of the pieces from the optimised variables."""
+            if not batch:
+                return jnp.exp(theta), None
+            return jnp.exp(theta[:pieces]), jnp.minimum(1.0 + jnp.exp(theta[pieces:]), max_batch)
+
         @jax.jit
-        def loss_and_grad(log_eta, y0, args):
-            def f(le):
-                a = {**args, "_sched_values": jnp.exp(le)}
+        def loss_and_grad(theta, y0, args):
+            def f(th):
+                eta, bsz = unpack(th)
+                a = {**args, "_sched_values": eta}
+                if batch:
+                    a["_sched_batch"] = bsz
                 value, info = _runner.final_value(
                     dyn.vector_field,
                     dyn.risk,
                     y0,
                     a,
-                    t1=float(t1),
+                    t1=horizon,
                     observable="final",
                     solver=solver,
                     rtol=rtol,
@@ -190,10 +220,12 @@ def optimize_schedule(
                 )
                 return jnp.where(info["ok"], value, jnp.inf)  # a stopped solve: no descent
 
-            return jax.value_and_grad(f)(log_eta)
+            return jax.value_and_grad(f)(theta)
 
         opt = optax.adam(learning_rate)
         theta = jnp.full(pieces, math.log(best_lr))
+        if batch:  # start from the configured batch size (1 + e^phi, phi >= log 1e-2)
+            theta = jnp.concatenate([theta, jnp.full(pieces, math.log(max(b0 - 1.0, 1e-2)))])
         state = opt.init(theta)
         best_theta, best_loss = theta, np.inf
         interrupted = None
@@ -216,8 +248,23 @@ def optimize_schedule(
             interrupted = f"during the optimisation (after {len(history)} of {steps} steps)"
             if not history:  # no step finished: the best constant rate, as a schedule
                 best_loss = best_risk
-    schedule = Schedule(edges=edges, values=np.exp(np.asarray(best_theta)))
+    eta_best, b_best = unpack(best_theta)
+    eta_best = np.asarray(eta_best, np.float64)
+    extra = {}
+    if batch:
+        b_best = np.asarray(b_best, np.float64)
+        # the pieces in time t: piece k lasts (horizon / pieces) / B_k
+        t_edges = np.cumsum(horizon / pieces / b_best)[:-1]
+        extra = {
+            "batch_schedule": Schedule(edges=t_edges, values=b_best),
+            "sample_edges": edges.tolist(),
+            "t_final": float(np.sum(horizon / pieces / b_best)),
+            "sample_budget_per_dimension": horizon,
+        }
+        edges = t_edges
+    schedule = Schedule(edges=edges, values=eta_best)
     return {
+        **extra,
         "schedule": schedule,
         "parameter": family.schedule_param,
         "risk_optimised": float(best_loss),

@@ -6,7 +6,9 @@ Config schema (every key is a public contract; unknown keys are errors)::
     [model]     kind = "committee" (default), K, M, activation, teacher_activation,
                 train_second_layer, noise, weight_decay, quadrature_nodes, line_nodes, mixture_nodes,
                 loss, label, huber_delta, joint_nodes
-    [training]  lr, lr_second_layer
+    [training]  lr, lr_second_layer, batch_size, momentum, optimizer ("sgd", "adagrad_norm"),
+                adagrad_b0, gradient_flow, lr_schedule, batch_schedule
+                -- schedules as {edges = [...], values = [...]} (docs/optimisers.md)
     [init]      Q, R, T, v, v_teacher            -- explicit initial order parameters, or
     [init.random] N, seed, student_std, teacher_std
                 -- overlaps of i.i.d. Gaussian weights drawn at finite N (v, v_teacher from [init])
@@ -47,7 +49,17 @@ SCHEMA = {
         "huber_delta",
         "joint_nodes",
     },
-    "training": {"lr", "lr_second_layer"},
+    "training": {
+        "lr",
+        "lr_second_layer",
+        "batch_size",
+        "momentum",
+        "optimizer",
+        "adagrad_b0",
+        "gradient_flow",
+        "lr_schedule",
+        "batch_schedule",
+    },
     "init": {"Q", "R", "T", "v", "v_teacher", "random", "Q_bins", "R_bins", "T_bins"},
     "init.random": {"N", "seed", "student_std", "teacher_std"},
     "solve": {
@@ -70,6 +82,8 @@ HYPER_PARAMS = {
     "training.lr_second_layer": "lr_second_layer",
     "model.noise": "noise",
     "model.weight_decay": "weight_decay",
+    "training.batch_size": "batch_size",
+    "training.momentum": "momentum",
 }
 INIT_FACTORS = ("init.Q", "init.R", "init.v", "init.v_teacher")
 GRAD_SCALARS = {
@@ -77,6 +91,8 @@ GRAD_SCALARS = {
     "training.lr_second_layer": "eta_v",
     "model.noise": "sigma",
     "model.weight_decay": "kappa",
+    "training.batch_size": "batch",
+    "training.momentum": "momentum",
 }
 GRAD_ARRAYS = {
     "init.Q": ("y", "Q"),
@@ -129,6 +145,9 @@ class Config:
     # (Q_b, R_b, T_b) when given in [init] (else init spread over the bins)
     data: object = None
     bins: tuple | None = None
+    # [training] lr_schedule, batch_schedule (hildlimits.Schedule or None)
+    lr_schedule: object = None
+    batch_schedule: object = None
 
     def resolved(self) -> dict:
         """The configuration with every default filled in (for ``meta`` in outputs)."""
@@ -146,7 +165,11 @@ class Config:
                 "label": self.model.label,
                 **({"huber_delta": self.model.huber_delta} if self.model.loss == "huber" else {}),
             },
-            "training": {"lr": self.hyper.lr, "lr_second_layer": self.hyper.lr_second_layer},
+            "training": {
+                "lr": self.hyper.lr,
+                "lr_second_layer": self.hyper.lr_second_layer,
+                **_training_resolved(self),
+            },
             "init": {
                 "Q": self.init.Q.tolist(),
                 "R": self.init.R.tolist(),
@@ -167,6 +190,54 @@ class Config:
                 else {}
             ),
         }
+
+
+def _training_resolved(cfg) -> dict:
+    """The optimiser keys of ``resolved()["training"]`` (only those that differ from plain SGD,
+    so that plain configs keep today's ``meta``)."""
+    h, out = cfg.hyper, {}
+    if cfg.model.minibatch or h.batch_size != 1:
+        out["batch_size"] = h.batch_size
+    if h.momentum:
+        out["momentum"] = h.momentum
+    if h.optimizer != "sgd":
+        out["optimizer"] = h.optimizer
+        out["adagrad_b0"] = h.adagrad_b0
+    if h.gradient_flow:
+        out["gradient_flow"] = True
+        out["time_unit"] = "tau = lr * steps / N"
+    for name in ("lr_schedule", "batch_schedule"):
+        sched = getattr(cfg, name)
+        if sched is not None:
+            out[name] = {"edges": sched.edges.tolist(), "values": sched.values.tolist()}
+    return out
+
+
+def _schedule(tr: dict, key: str, *, minimum: float = 0.0):
+    """``[training] key = {edges = [...], values = [...]}`` as a :class:`Schedule` (or None)."""
+    if key not in tr:
+        return None
+    from hildlimits._pipeline.schedule import Schedule
+
+    spec = tr[key]
+    if not isinstance(spec, dict) or set(spec) != {"edges", "values"}:
+        raise ConfigError(
+            f"training.{key} must be a table {{edges = [...], values = [...]}} with one more "
+            f"value than edges, got {spec!r}"
+        )
+    try:
+        sched = Schedule(edges=spec["edges"], values=spec["values"])
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"training.{key}: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"training.{key}: {err}") from None
+    if np.any(sched.values < minimum):
+        raise ConfigError(
+            f"training.{key} values must be >= {minimum:g}, got {sched.values.tolist()}"
+        )
+    if np.any(sched.edges <= 0):
+        raise ConfigError(f"training.{key} edges must be positive times, got {sched.edges.tolist()}")
+    return sched
 
 
 def _random_overlaps(model: Committee, spec: dict, v, v_teacher) -> Overlaps:
@@ -255,6 +326,11 @@ def _apply_eta(args, value):
     return {**args, "eta": value}
 
 
+def _has_schedule(cfg) -> bool:
+    """The config gives a learning-rate or batch-size schedule ([training])."""
+    return cfg is not None and (cfg.lr_schedule is not None or cfg.batch_schedule is not None)
+
+
 class CommitteeFamily(Family):
     kind = "committee"
     title = "two-layer committee at fixed width (K student, M teacher units)"
@@ -280,6 +356,7 @@ class CommitteeFamily(Family):
         "init.v_teacher": "teacher second layer v*",
     }
     schedule_param = "training.lr"
+    batch_param = "training.batch_size"
     sections = ("model", "training", "init", "solve", "data")
     flags = {
         "simulate": (
@@ -319,13 +396,24 @@ class CommitteeFamily(Family):
             huber_delta=m.get("huber_delta", 1.0),
             joint_nodes=m.get("joint_nodes"),
             covariance="spectrum" if "data" in data else "identity",
+            minibatch=any(k in tr for k in ("batch_size", "batch_schedule", "gradient_flow")),
+            adagrad=tr.get("optimizer") == "adagrad_norm",
         )
         hyper = Hyperparams(
             lr=tr["lr"],
             lr_second_layer=tr.get("lr_second_layer"),
             noise=m.get("noise", 0.0),
             weight_decay=m.get("weight_decay", 0.0),
+            batch_size=tr.get("batch_size", 1),
+            momentum=tr.get("momentum", 0.0),
+            optimizer=tr.get("optimizer", "sgd"),
+            adagrad_b0=tr.get("adagrad_b0", 1.0),
+            gradient_flow=tr.get("gradient_flow", False),
         )
+        lr_schedule = _schedule(tr, "lr_schedule")
+        batch_schedule = _schedule(tr, "batch_schedule", minimum=1.0)
+        if hyper.gradient_flow and batch_schedule is not None:
+            raise ConfigError("training.batch_schedule cannot be combined with training.gradient_flow")
         spectrum, bins = None, None
         if "data" in data:
             from hildlimits._pipeline.spectrum import spectrum_from_config
@@ -375,6 +463,8 @@ class CommitteeFamily(Family):
             lr_tied="lr_second_layer" not in tr,
             data=spectrum,
             bins=bins,
+            lr_schedule=lr_schedule,
+            batch_schedule=batch_schedule,
         )
 
     def from_objects(
@@ -425,20 +515,23 @@ class CommitteeFamily(Family):
             init=cfg.init,
             hyper=cfg.hyper,
             ts=ts,
-            lr_schedule=schedule,
+            lr_schedule=schedule if schedule is not None else cfg.lr_schedule,
+            batch_schedule=cfg.batch_schedule,
             spectrum=cfg.data,
             bins=cfg.bins,
             **kw,
         )
 
     def dynamics(self, system, cfg=None, *, schedule: bool = False) -> Dynamics:
+        from hildlimits._families.committee import optim
+
         module = system.module
         return Dynamics(
-            vector_field=module.vector_field,
-            risk=module.risk,
-            key=("committee",),
+            vector_field=optim.vector_field(module),
+            risk=optim.risk(module),
+            key=("committee", "optim-1"),
             cache=system._jax,
-            schedule=_apply_eta if schedule else None,
+            schedule=_apply_eta if schedule or _has_schedule(cfg) else None,
             risk_event=getattr(module, "RISK_EVENT", True),
             risk_map=getattr(module, "RISK_MAP", False),
         )
@@ -446,8 +539,10 @@ class CommitteeFamily(Family):
     def initial(self, system, cfg):
         from hildlimits._families.committee.solve import problem
 
+        from hildlimits._families.committee.solve import with_batch_schedule
+
         so = cfg.solve
-        return problem(
+        y0, args = problem(
             system,
             cfg.init,
             cfg.hyper,
@@ -456,6 +551,11 @@ class CommitteeFamily(Family):
             spectrum=cfg.data,
             bins=cfg.bins,
         )
+        if _has_schedule(cfg):
+            args = with_batch_schedule(
+                args, cfg.lr_schedule, cfg.batch_schedule, float(args["eta"])
+            )
+        return y0, args
 
     # ------------------------------------------------------------------ parameters
 
@@ -468,6 +568,11 @@ class CommitteeFamily(Family):
             "lr_second_layer": hyper.lr_second_layer,
             "noise": hyper.noise,
             "weight_decay": hyper.weight_decay,
+            "batch_size": hyper.batch_size,
+            "momentum": hyper.momentum,
+            "optimizer": hyper.optimizer,
+            "adagrad_b0": hyper.adagrad_b0,
+            "gradient_flow": hyper.gradient_flow,
         }
         for name, value in point.items():
             if name in HYPER_PARAMS:
@@ -534,6 +639,23 @@ class CommitteeFamily(Family):
     def schedule_value(self, cfg) -> float:
         return cfg.hyper.lr
 
+    def batch_value(self, system, cfg) -> float:
+        if not system.structure.get("minibatch") or cfg.hyper.gradient_flow:
+            raise ConfigError(
+                "optimize-schedule --batch needs a mini-batch derivation: give "
+                "training.batch_size in [training] (and no training.gradient_flow)"
+            )
+        return float(cfg.hyper.batch_size)
+
+    def with_schedules(self, cfg, *, lr=None, batch=None):
+        import dataclasses
+
+        return dataclasses.replace(
+            cfg,
+            lr_schedule=cfg.lr_schedule if lr is None else lr,
+            batch_schedule=cfg.batch_schedule if batch is None else batch,
+        )
+
     # ------------------------------------------------------------------ simulation
 
     def _simulate_kwargs(self, cfg) -> dict:
@@ -552,6 +674,8 @@ class CommitteeFamily(Family):
             kw["bins"] = cfg.bins
         if cfg.random_init is not None:
             kw["random_init"] = cfg.random_init
+        if cfg.batch_schedule is not None:
+            kw["batch_schedule"] = cfg.batch_schedule
         return kw
 
     def simulate(self, cfg, *, options: dict, schedule=None, checkpoint=None, **over):
@@ -567,7 +691,7 @@ class CommitteeFamily(Family):
             test_samples=options.get("test_samples", 0) or 0,
             checkpoint=checkpoint,
             progress=options.get("progress"),
-            lr_schedule=schedule,
+            lr_schedule=schedule if schedule is not None else cfg.lr_schedule,
             **kw,
         )
 

@@ -170,6 +170,8 @@ class ODESystem:
             p.append("v")
         if self.spectral:
             p += ["s", "p"]
+        if self.structure.get("minibatch"):
+            p.append("batch")
         return tuple(p)
 
     @property
@@ -611,6 +613,8 @@ def _derive_committee(
     i, k, n = S.i, S.k, S.n
     options = dict(extra)
     spectral = options.get("covariance") == "spectrum"
+    # |x|^2/N of the step's input direction: 1/B for the mean of a mini-batch (S.inner)
+    xx = 1 / S.batch if options.get("minibatch") else sp.Integer(1)
 
     yhat = sp.Sum(S.v[j] * S.g(S.lam[j]), (j, 1, S.K))
     fstar = sp.Sum(S.vs[m] * S.gs(S.nu[m]), (m, 1, S.M))
@@ -637,6 +641,15 @@ def _derive_committee(
     observables = [Equation("risk", (), b.terms(risk, (), False))]
     if "loss" in options:
         observables.append(Equation("loss", (), b.terms(loss, (), False)))
+    if options.get("adagrad") and not spectral:  # (spectral: the trace of D, codegen)
+        # AdaGrad-Norm's accumulator: |g|^2 of one sample's first-layer gradient
+        # g_i = h dl/dlambda_i x is sum_i (dl/dlambda_i)^2 |x|^2/N (the |x|^2/N factor, the mean
+        # eigenvalue with a spectrum, and 1/B are applied by the optimiser wrapper, optim.py)
+        a = sp.Symbol("a", integer=True)
+        dl_a = sp.diff(loss, S.lam[a])
+        observables.append(
+            Equation("grad_sq", (), b.terms(sp.Sum(sp.expand(dl_a**2), (a, 1, S.K)), (), False))
+        )
     if spectral:
         # the moments of the drift at the field covariances (docs/spectra.md)
         dl_i, dl_k = sp.diff(loss, S.lam[i]), sp.diff(loss, S.lam[k])
@@ -662,7 +675,7 @@ def _derive_committee(
             S.Vec.w(a) + (-S.eta * S.h * dl) * S.Vec.x() + (-S.eta * S.kappa * S.h**2) * S.Vec.w(a)
         )
 
-    rate_Q = S.rate(S.inner(w_new(i), w_new(k)) - S.Q[i, k])
+    rate_Q = S.rate(S.inner(w_new(i), w_new(k), xx=xx) - S.Q[i, k])
     rate_R = S.rate(S.inner(w_new(i), S.Vec.ws(n)) - S.R[i, n])
     equations = [
         Equation(
@@ -738,6 +751,7 @@ def _structure_args(model: Committee):
                 {
                     **model.loss_structure,
                     **({"covariance": "spectrum"} if model.covariance == "spectrum" else {}),
+                    **model.optimizer_structure,
                 }.items()
             )
         ),

@@ -72,6 +72,8 @@ class JointSystem:
             p.append("v")
         if self.spectral:
             p += ["s", "p"]
+        if self.structure.get("minibatch"):
+            p.append("batch")
         return tuple(p)
 
     @property
@@ -236,6 +238,11 @@ class JointSystem:
         Path(path).write_text(self.source)
 
 
+def _batch_kw(system) -> str:
+    """The mini-batch argument of the rate assembly (derivations with ``minibatch``)."""
+    return ' batch=args["batch"],' if system.structure.get("minibatch") else ""
+
+
 def generate_joint_source(system: JointSystem) -> str:
     from hildlimits._engine.codegen import _Printer, function_source, header
 
@@ -309,7 +316,7 @@ def generate_joint_source(system: JointSystem) -> str:
             "    m = moments(fy, fa, observables=False)",
             "    dQ, dR = spectral_rates(",
             '        m, y["Q"], y["R"], args["T"], args["s"], args["p"], args["eta"], args["kappa"],',
-            '        fields=(fy["Q"], fy["R"], fa["T"]),',
+            '        fields=(fy["Q"], fy["R"], fa["T"]),' + _batch_kw(system),
             "    )",
         ]
     else:
@@ -321,7 +328,9 @@ def generate_joint_source(system: JointSystem) -> str:
             "def vector_field(t, y, args):",
             '    """Right-hand side d(state)/dt."""',
             "    m = moments(y, args, observables=False)",
-            '    dQ, dR = isotropic_rates(m, y["Q"], y["R"], args["eta"], args["kappa"])',
+            '    dQ, dR = isotropic_rates(m, y["Q"], y["R"], args["eta"], args["kappa"],'
+            + _batch_kw(system)
+            + ")",
         ]
     if trained:
         lines += [
@@ -330,7 +339,17 @@ def generate_joint_source(system: JointSystem) -> str:
     else:
         lines += ['    return {"Q": dQ, "R": dR}']
     lines += ["", ""]
+    if system.structure.get("adagrad"):
+        lines += [
+            "def grad_sq(y, args):",
+            '    """sum_i E[(dl/dlambda_i)^2] (the AdaGrad-Norm accumulator, before |x|^2/N)."""',
+            '    return jnp.trace(moments(*_fields(y, args), observables=False)["D"])',
+            "",
+            "",
+        ]
     for obs in system.observable_names:
+        if obs == "grad_sq":
+            continue
         lines += [
             f"def {obs}(y, args):",
             f'    """Observable {obs}."""',

@@ -52,6 +52,13 @@ class Committee:
             :mod:`hildlimits._engine.joint`).
         covariance: ``"identity"`` (``x ~ N(0, I)``) or ``"spectrum"`` (``x ~ N(0, Sigma)`` given
             by bins; set by a ``[data]`` section: the state is one set of overlaps per bin).
+        minibatch: derive with the batch size ``B`` as a parameter (the SGD-noise terms, of
+            order ``eta^2``, carry ``1/B``); needed by ``Hyperparams.batch_size`` other than 1,
+            batch schedules and gradient flow (``B = inf``). Set by the config when
+            ``[training]`` has ``batch_size``, ``batch_schedule`` or ``gradient_flow``.
+        adagrad: also derive the observable ``grad_sq = sum_i E[(dl/dlambda_i)^2]`` (the mean
+            squared gradient norm AdaGrad-Norm accumulates); needed by
+            ``Hyperparams.optimizer = "adagrad_norm"``.
 
     Example:
         >>> Committee(K=2, M=2, activation="erf").teacher_activation
@@ -71,9 +78,13 @@ class Committee:
     huber_delta: float = 1.0
     joint_nodes: int | None = None
     covariance: str = "identity"
+    minibatch: bool = False
+    adagrad: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "K", _positive_int("K", self.K))
+        _bool("minibatch", self.minibatch)
+        _bool("adagrad", self.adagrad)
         if self.covariance not in ("identity", "spectrum"):
             raise ConfigError(
                 f"covariance must be 'identity' or 'spectrum', got {self.covariance!r}"
@@ -118,6 +129,16 @@ class Committee:
             "mixture_nodes": self.mixture_nodes,
             **self.loss_structure,
             **({"covariance": "spectrum"} if self.covariance == "spectrum" else {}),
+            **self.optimizer_structure,
+        }
+
+    @property
+    def optimizer_structure(self) -> dict:
+        """The optimiser keys of :attr:`structure` (none for plain SGD, so that today's
+        derivations keep their keys)."""
+        return {
+            **({"minibatch": True} if self.minibatch else {}),
+            **({"adagrad": True} if self.adagrad else {}),
         }
 
     @property
@@ -143,6 +164,9 @@ class Committee:
         return path_of(self.loss, self.label, self.huber_delta)
 
 
+OPTIMIZERS = ("sgd", "adagrad_norm")
+
+
 @dataclass(frozen=True)
 class Hyperparams:
     """Training parameters.
@@ -152,14 +176,52 @@ class Hyperparams:
         lr_second_layer: second-layer learning rate ``eta_v`` (default ``lr``).
         noise: output-noise standard deviation ``sigma`` (>= 0).
         weight_decay: ``kappa`` (>= 0); the SGD step gains ``-(eta kappa / N) w_i``.
+        batch_size: ``B`` fresh samples averaged per step (time stays ``t = steps/N``; the
+            ``eta^2`` terms carry ``1/B``). Needs a model with ``minibatch=True`` unless 1.
+        momentum: heavy-ball ``beta`` in ``[0, 1)`` (``u <- beta u - step``, ``w <- w + u``); for
+            constant ``beta`` the ``N -> infinity`` drift is that of SGD with learning rates
+            ``eta / (1 - beta)`` (docs/optimisers.md).
+        optimizer: ``"sgd"`` or ``"adagrad_norm"`` (step ``eta / b_k`` with
+            ``b_{k+1}^2 = b_k^2 + |g_k|^2 / N``, ``g_k`` the first-layer gradient; its scalar
+            state ``b^2`` joins the ODE; needs a model with ``adagrad=True``).
+        adagrad_b0: AdaGrad-Norm's initial ``b_0 > 0``.
+        gradient_flow: the gradient-flow limit: time in units of ``eta t``, the ``eta^2``
+            (SGD-noise) terms dropped (``B = inf``; needs ``minibatch=True``). The simulator
+            approximates it by mini-batch SGD with ``batch_size`` and ``lr`` (error of order
+            ``lr / batch_size``).
     """
 
     lr: float
     lr_second_layer: float | None = None
     noise: float = 0.0
     weight_decay: float = 0.0
+    batch_size: int = 1
+    momentum: float = 0.0
+    optimizer: str = "sgd"
+    adagrad_b0: float = 1.0
+    gradient_flow: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "batch_size", _positive_int("training.batch_size", self.batch_size))
+        beta = _real("training.momentum", self.momentum)
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"training.momentum must be in [0, 1), got {self.momentum!r}")
+        object.__setattr__(self, "momentum", beta)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"training.optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, "
+                f"got {self.optimizer!r}"
+            )
+        b0 = _real("training.adagrad_b0", self.adagrad_b0)
+        if b0 <= 0:
+            raise ConfigError(f"training.adagrad_b0 must be positive, got {self.adagrad_b0!r}")
+        object.__setattr__(self, "adagrad_b0", b0)
+        _bool("training.gradient_flow", self.gradient_flow)
+        if self.gradient_flow and (self.momentum != 0.0 or self.optimizer != "sgd"):
+            raise ConfigError(
+                "training.gradient_flow cannot be combined with training.momentum or "
+                "training.optimizer (gradient flow has neither)"
+            )
         object.__setattr__(self, "lr", _real("training.lr", self.lr, nonnegative=True))
         lr2 = self.lr if self.lr_second_layer is None else self.lr_second_layer
         object.__setattr__(
@@ -171,12 +233,33 @@ class Hyperparams:
         )
 
     def as_args(self) -> dict[str, float]:
+        """The parameters of the generated vector field (``eta``, ``eta_v``, ``sigma``,
+        ``kappa``) and of the optimiser wrapper (``batch``, ``momentum``, ``adagrad_b0``; see
+        :mod:`hildlimits._families.committee.optim`). In gradient flow time is ``eta t``: the
+        rates become ``1`` and ``eta_v / eta``, and ``batch = inf``."""
+        eta, eta_v, batch = self.lr, self.lr_second_layer, float(self.batch_size)
+        if self.gradient_flow:
+            eta_v = eta_v / eta if eta > 0 else 0.0
+            eta, batch = 1.0, float("inf")
         return {
-            "eta": self.lr,
-            "eta_v": self.lr_second_layer,
+            "eta": eta,
+            "eta_v": eta_v,
             "sigma": self.noise,
             "kappa": self.weight_decay,
+            "batch": batch,
+            "momentum": self.momentum,
+            "adagrad_b0": self.adagrad_b0,
         }
+
+    @property
+    def plain(self) -> bool:
+        """Plain online SGD (batch 1, no momentum, no adaptive step, not gradient flow)."""
+        return (
+            self.batch_size == 1
+            and self.momentum == 0.0
+            and self.optimizer == "sgd"
+            and not self.gradient_flow
+        )
 
 
 @dataclass(frozen=True, eq=False)

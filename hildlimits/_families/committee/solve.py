@@ -156,6 +156,7 @@ def solve(
     lr_schedule=None,
     spectrum=None,
     bins=None,
+    batch_schedule=None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs of ``system`` from ``init`` to ``t1`` in float64.
 
@@ -186,6 +187,10 @@ def solve(
             system derived with ``covariance="spectrum"``; ``init`` then gives the plain overlaps,
             spread over the bins by :func:`~hildlimits.spread_overlaps` unless ``bins`` (per-bin
             ``(Q_b, R_b, T_b)``) is given.
+        batch_schedule: a :class:`~hildlimits.Schedule` of the mini-batch size ``B(t)`` (values
+            >= 1; needs a system derived with ``minibatch=True``); ``hyper.batch_size`` is then
+            ignored. Optimisers (batch, momentum, AdaGrad-Norm, gradient flow) come from
+            ``hyper`` (docs/optimisers.md).
 
     Returns:
         :class:`Trajectory` (rows after an early stop are dropped; the stopping state is the
@@ -231,7 +236,7 @@ def solve(
             solver,
             max_steps,
             steady_state is not None,
-            schedule=lr_schedule is not None,
+            schedule=lr_schedule is not None or batch_schedule is not None,
         )
         y0, args = problem(
             system,
@@ -242,9 +247,14 @@ def solve(
             spectrum=spectrum,
             bins=bins,
         )
-        if lr_schedule is not None:
-            args["_sched_edges"] = np.asarray(lr_schedule.edges, np.float64)
-            args["_sched_values"] = np.asarray(lr_schedule.values, np.float64)
+        if batch_schedule is not None and not system.structure.get("minibatch"):
+            from hildlimits._errors import ConfigError
+
+            raise ConfigError(
+                "a batch schedule needs a system derived with minibatch=True "
+                "(a config with training.batch_schedule derives it)"
+            )
+        args = with_batch_schedule(args, lr_schedule, batch_schedule, float(args["eta"]))
         out = _runner.run_once(run, y0, args, ts, rtol=rtol, atol=atol)
         return _trajectory(
             system, init, hyper, out, float(ts[-1]), max_steps, args=args, spectrum=spectrum
@@ -257,13 +267,15 @@ def compiled(system, K, M, n_save, solver, max_steps, steady, *, batched=False, 
     key (derivation key, generated source, static options; the runner adds the arguments'
     shapes and dtypes), so that where the export cache is on (the command line) a later process
     loads the traced solve instead of tracing it (:mod:`hildlimits._pipeline.export`)."""
-    static = ("committee", solver, max_steps, steady, schedule)
+    static = ("committee", "optim-1", solver, max_steps, steady, schedule)
 
     def make():
+        from hildlimits._families.committee import optim
+
         module = system.module  # (not needed when the exported solve is loaded)
         return _runner.build_run(
-            module.vector_field,
-            module.risk,
+            optim.vector_field(module),
+            optim.risk(module),
             solver=solver,
             max_steps=max_steps,
             steady=steady,
@@ -326,6 +338,14 @@ def problem(
     if system.structure["train_second_layer"]:
         y0["v"] = np.asarray(init.v, f64)
     args.update({k: f64(x) for k, x in hyper.as_args().items()})
+    _check_optimiser(system, hyper)
+    args["_trace"] = f64(
+        np.dot(spectrum.eigenvalues, spectrum.weights) if spectral else 1.0
+    )  # |x|^2/N
+    if hyper.optimizer == "adagrad_norm":
+        from hildlimits._families.committee.optim import STATE
+
+        y0[STATE] = f64(hyper.adagrad_b0**2)
     if not system.structure["train_second_layer"]:
         args["v"] = np.asarray(init.v, f64)
     scale = 1.0 + max(
@@ -335,6 +355,57 @@ def problem(
     args["_risk_bound"] = f64(divergence_bound)
     args["_steady_tol"] = f64(steady_state if steady_state is not None else 0.0)
     return y0, args
+
+
+def _check_optimiser(system, hyper: Hyperparams) -> None:
+    """The optimiser needs what the derivation provides (``minibatch``, ``adagrad``)."""
+    from hildlimits._errors import ConfigError
+
+    st = system.structure
+    if (hyper.batch_size != 1 or hyper.gradient_flow) and not st.get("minibatch"):
+        raise ConfigError(
+            f"training.batch_size = {hyper.batch_size}"
+            + (" with training.gradient_flow" if hyper.gradient_flow else "")
+            + " needs a system derived with minibatch=True (a config with training.batch_size "
+            "or training.gradient_flow derives it)"
+        )
+    if hyper.optimizer == "adagrad_norm" and not st.get("adagrad"):
+        raise ConfigError(
+            "training.optimizer = 'adagrad_norm' needs a system derived with adagrad=True "
+            "(a config with training.optimizer = 'adagrad_norm' derives it)"
+        )
+
+
+def with_batch_schedule(args: dict, lr_schedule, batch_schedule, lr: float) -> dict:
+    """``args`` with the piecewise-constant learning rate and batch size on the union of the two
+    schedules' edges (either may be ``None``; the learning rate is then ``lr``)."""
+    from hildlimits._errors import ConfigError
+
+    if batch_schedule is None:
+        if lr_schedule is not None:
+            args["_sched_edges"] = np.asarray(lr_schedule.edges, np.float64)
+            args["_sched_values"] = np.asarray(lr_schedule.values, np.float64)
+        return args
+    if np.any(np.asarray(batch_schedule.values) < 1):
+        raise ConfigError(
+            f"batch schedule values must be >= 1, got {np.asarray(batch_schedule.values).tolist()}"
+        )
+    edges = np.asarray(batch_schedule.edges, np.float64)
+    if lr_schedule is not None:
+        edges = np.union1d(edges, np.asarray(lr_schedule.edges, np.float64))
+
+    def at(sched, default):
+        if sched is None:
+            return np.full(len(edges) + 1, default, np.float64)
+        # the value on [edges[k-1], edges[k]): the schedule's value just after edges[k-1]
+        left = np.concatenate([[-np.inf], edges])
+        idx = np.searchsorted(np.asarray(sched.edges), left, side="right")
+        return np.asarray(sched.values, np.float64)[idx]
+
+    args["_sched_edges"] = edges
+    args["_sched_values"] = at(lr_schedule, lr)
+    args["_sched_batch"] = at(batch_schedule, 1.0)
+    return args
 
 
 def status_of(out) -> str:
@@ -373,7 +444,14 @@ def _trajectory(system, init, hyper, out, t1, max_steps, *, args=None, spectrum=
         return a
 
     kept = {k: np.asarray(a)[rows] for k, a in ys.items()}
+    from hildlimits._families.committee.optim import STATE
+
+    b2 = kept.pop(STATE, None)
     extra = _extra_observables(system, kept, args) if args is not None else {}
+    if args is not None and hyper.momentum + (b2 is not None) > 0:
+        # the learning rate the drift sees: eta / ((1 - beta) b)
+        eta = hyper.lr / (1.0 - hyper.momentum)
+        extra["lr_effective"] = eta / np.sqrt(b2) if b2 is not None else np.full(n, eta)
     Q, R, T = kept["Q"], kept["R"], init.T
     binned = {}
     if system.structure.get("covariance") == "spectrum":
