@@ -57,7 +57,9 @@ def test_minibatch_drift_divides_the_sgd_noise_terms_by_B(systems):
     hyper = hl.Hyperparams(lr=0.7, noise=0.3, weight_decay=0.05)
     f1, f2 = _orders(ps, init, hyper, 0.7)
     for B in (1, 3, 16):
-        y, a = problem(os_, init, hl.Hyperparams(lr=0.7, noise=0.3, weight_decay=0.05, batch_size=B))
+        y, a = problem(
+            os_, init, hl.Hyperparams(lr=0.7, noise=0.3, weight_decay=0.05, batch_size=B)
+        )
         got = optim.vector_field(os_.module)(0.0, y, a)
         for k in ("Q", "R"):
             want = 0.7 * f1[k] + 0.49 * f2[k] / B
@@ -84,13 +86,17 @@ def test_adagrad_norm_accumulates_the_sgd_noise_coefficient(systems):
     f1, f2 = _orders(ps, init, hl.Hyperparams(lr=0.5, noise=0.3), 0.5)
     b0 = 1.7
     y, a = problem(
-        os_, init, hl.Hyperparams(lr=0.5, noise=0.3, optimizer="adagrad_norm", adagrad_b0=b0, batch_size=2)
+        os_,
+        init,
+        hl.Hyperparams(lr=0.5, noise=0.3, optimizer="adagrad_norm", adagrad_b0=b0, batch_size=2),
     )
     assert float(y["b2"]) == b0**2
     got = optim.vector_field(os_.module)(0.0, y, a)
     np.testing.assert_allclose(got["b2"], np.trace(f2["Q"]) / 2, rtol=1e-9)
     eta = 0.5 / b0
-    np.testing.assert_allclose(got["Q"], eta * f1["Q"] + eta**2 * f2["Q"] / 2, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(
+        got["Q"], eta * f1["Q"] + eta**2 * f2["Q"] / 2, rtol=1e-9, atol=1e-13
+    )
 
 
 def test_gradient_flow_drops_the_noise_terms_and_rescales_time(systems):
@@ -105,7 +111,9 @@ def test_gradient_flow_drops_the_noise_terms_and_rescales_time(systems):
 
 def test_spectral_adagrad_uses_the_mean_eigenvalue():
     # with x ~ N(0, Sigma): |x|^2/N = mean eigenvalue; the eta^2 part of sum_b dQ^b_ii / (s_b p_b)
-    model = hl.Committee(K=1, M=1, activation="erf", covariance="spectrum", minibatch=True, adagrad=True)
+    model = hl.Committee(
+        K=1, M=1, activation="erf", covariance="spectrum", minibatch=True, adagrad=True
+    )
     system = hl.derive(model)
     spec = hl.spectrum_from_config({"eigenvalues": [0.5, 2.0, 3.0], "weights": [0.5, 0.3, 0.2]})
     init = hl.Overlaps.for_model(model, Q=[[0.5]], R=[[0.2]], T=[[1.0]])
@@ -116,7 +124,9 @@ def test_spectral_adagrad_uses_the_mean_eigenvalue():
     for e in (0.8, 1.6):
         import dataclasses
 
-        yy, aa = problem(system, init, dataclasses.replace(hyper, optimizer="sgd", lr=e), spectrum=spec)
+        yy, aa = problem(
+            system, init, dataclasses.replace(hyper, optimizer="sgd", lr=e), spectrum=spec
+        )
         vals.append(system.module.vector_field(0.0, yy, aa)["Q"])
     f2 = (vals[1] - 2 * vals[0]) / (2 * 0.8**2)  # (bins, 1, 1): s_b p_b E[delta^2]
     s, p = np.asarray(spec.eigenvalues), np.asarray(spec.weights)
@@ -133,8 +143,15 @@ def test_batch_schedule_equals_restarted_solves(systems):
     sched = hl.Schedule(edges=[5.0], values=[1.0, 8.0])
     full = hl.solve(os_, init=init, hyper=hyper, ts=np.linspace(0, 10, 11), batch_schedule=sched)
     first = hl.solve(os_, init=init, hyper=hyper, ts=np.linspace(0, 5, 6))
-    mid = hl.Overlaps(Q=first.Q[-1], R=first.R[-1], T=init.T, v=init.v, v_teacher=init.v_teacher, _checked=True)
-    second = hl.solve(os_, init=mid, hyper=hl.Hyperparams(lr=1.0, noise=0.2, batch_size=8), ts=np.linspace(0, 5, 6))
+    mid = hl.Overlaps(
+        Q=first.Q[-1], R=first.R[-1], T=init.T, v=init.v, v_teacher=init.v_teacher, _checked=True
+    )
+    second = hl.solve(
+        os_,
+        init=mid,
+        hyper=hl.Hyperparams(lr=1.0, noise=0.2, batch_size=8),
+        ts=np.linspace(0, 5, 6),
+    )
     # both solved at rtol 1e-10: agreement to ~1e-8 relative
     np.testing.assert_allclose(full.risk[:6], first.risk, rtol=1e-8)
     np.testing.assert_allclose(full.risk[5:], second.risk, rtol=1e-7)
@@ -155,7 +172,10 @@ def test_optimisers_need_the_matching_derivation(systems):
         ({"batch_size": 0}, "training.batch_size must be a positive integer, got 0"),
         ({"momentum": 1.0}, r"training.momentum must be in \[0, 1\), got 1.0"),
         ({"momentum": -0.1}, r"training.momentum must be in \[0, 1\), got -0.1"),
-        ({"optimizer": "adam"}, "training.optimizer must be one of 'sgd', 'adagrad_norm', got 'adam'"),
+        (
+            {"optimizer": "adam"},
+            "training.optimizer must be one of 'sgd', 'adagrad_norm', got 'adam'",
+        ),
         ({"adagrad_b0": 0.0}, "training.adagrad_b0 must be positive, got 0.0"),
         ({"gradient_flow": True, "momentum": 0.5}, "cannot be combined"),
     ],
@@ -176,11 +196,15 @@ def test_joint_path_minibatch_and_adagrad():
     init = hl.Overlaps.for_model(plain, Q=[[0.7]], R=[[0.3]], T=[[1.0]])
     f1, f2 = _orders(ps, init, hl.Hyperparams(lr=0.5, noise=0.1), 0.5)
     y, a = problem(
-        os_, init, hl.Hyperparams(lr=0.5, noise=0.1, batch_size=5, optimizer="adagrad_norm", adagrad_b0=2.0)
+        os_,
+        init,
+        hl.Hyperparams(lr=0.5, noise=0.1, batch_size=5, optimizer="adagrad_norm", adagrad_b0=2.0),
     )
     got = optim.vector_field(os_.module)(0.0, y, a)
     eta = 0.25
-    np.testing.assert_allclose(got["Q"], eta * f1["Q"] + eta**2 * f2["Q"] / 5, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(
+        got["Q"], eta * f1["Q"] + eta**2 * f2["Q"] / 5, rtol=1e-9, atol=1e-13
+    )
     np.testing.assert_allclose(got["R"], eta * f1["R"], rtol=1e-9, atol=1e-13)
     np.testing.assert_allclose(got["b2"], np.trace(f2["Q"]) / 5, rtol=1e-9)
 
@@ -203,7 +227,12 @@ def test_joint_lr_and_batch_schedule_under_a_sample_budget():
     fam = hl.get_family("committee")
     system = fam.derive(cfg)
     res = hl.optimize_schedule(
-        system, config=cfg, pieces=3, steps=12, batch=True, learning_rate=0.1,
+        system,
+        config=cfg,
+        pieces=3,
+        steps=12,
+        batch=True,
+        learning_rate=0.1,
         constant_grid=np.geomspace(0.1, 3.0, 8),
     )
     assert res["sample_budget_per_dimension"] == 20.0  # t1 * B
@@ -223,6 +252,13 @@ def test_batch_enters_per_sample_only_through_eta_over_B():
     model = hl.Committee(K=2, M=2, activation="erf", minibatch=True)
     system = hl.derive(model)
     init = _init(model)
-    a = hl.solve(system, init=init, hyper=hl.Hyperparams(lr=2.4, batch_size=4, noise=0.2), ts=np.linspace(0, 5, 6))
-    b = hl.solve(system, init=init, hyper=hl.Hyperparams(lr=0.6, noise=0.2), ts=np.linspace(0, 20, 6))
+    a = hl.solve(
+        system,
+        init=init,
+        hyper=hl.Hyperparams(lr=2.4, batch_size=4, noise=0.2),
+        ts=np.linspace(0, 5, 6),
+    )
+    b = hl.solve(
+        system, init=init, hyper=hl.Hyperparams(lr=0.6, noise=0.2), ts=np.linspace(0, 20, 6)
+    )
     np.testing.assert_allclose(a.risk, b.risk, rtol=1e-7)  # rtol 1e-10 solves, rescaled time

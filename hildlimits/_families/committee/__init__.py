@@ -236,7 +236,9 @@ def _schedule(tr: dict, key: str, *, minimum: float = 0.0):
             f"training.{key} values must be >= {minimum:g}, got {sched.values.tolist()}"
         )
     if np.any(sched.edges <= 0):
-        raise ConfigError(f"training.{key} edges must be positive times, got {sched.edges.tolist()}")
+        raise ConfigError(
+            f"training.{key} edges must be positive times, got {sched.edges.tolist()}"
+        )
     return sched
 
 
@@ -413,7 +415,9 @@ class CommitteeFamily(Family):
         lr_schedule = _schedule(tr, "lr_schedule")
         batch_schedule = _schedule(tr, "batch_schedule", minimum=1.0)
         if hyper.gradient_flow and batch_schedule is not None:
-            raise ConfigError("training.batch_schedule cannot be combined with training.gradient_flow")
+            raise ConfigError(
+                "training.batch_schedule cannot be combined with training.gradient_flow"
+            )
         spectrum, bins = None, None
         if "data" in data:
             from hildlimits._pipeline.spectrum import spectrum_from_config

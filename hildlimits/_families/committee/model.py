@@ -202,7 +202,9 @@ class Hyperparams:
     gradient_flow: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "batch_size", _positive_int("training.batch_size", self.batch_size))
+        object.__setattr__(
+            self, "batch_size", _positive_int("training.batch_size", self.batch_size)
+        )
         beta = _real("training.momentum", self.momentum)
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"training.momentum must be in [0, 1), got {self.momentum!r}")
