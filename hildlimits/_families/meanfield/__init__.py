@@ -6,7 +6,7 @@ the ``d -> oo``, then ``p -> oo``, ``eta -> 0`` limit (see ``docs/meanfield.md``
 
     [model]     kind = "meanfield", M, activation, teacher_activation, train_second_layer, noise,
                 finite_width
-    [training]  lr, lr_second_layer
+    [training]  lr, lr_second_layer, batch_size, gradient_flow
     [init]      T, v_teacher, q, a_mean, a_std, particles, sampling, seed
     [solve]     t1, n_save, spacing, t_first, rtol, atol, solver, max_steps, divergence_bound,
                 steady_state, method ("quadrature" | "pairwise"), nodes
@@ -35,7 +35,7 @@ SCHEMA = {
         "noise",
         "finite_width",
     },
-    "training": {"lr", "lr_second_layer"},
+    "training": {"lr", "lr_second_layer", "batch_size", "gradient_flow"},
     "init": {"T", "v_teacher", "q", "a_mean", "a_std", "particles", "sampling", "seed"},
     "solve": {
         "t1",
@@ -68,6 +68,10 @@ SOLVE_DEFAULTS = {
 }
 _RUNNER_KEYS = tuple(k for k in SOLVE_DEFAULTS if k not in ("method", "nodes")) + ("t1",)
 _INIT_SCALARS = ("init.a_mean", "init.a_std", "init.q")
+GRADIENT_FLOW_BATCH = 32
+"""Samples per step with which ``simulate`` approximates gradient descent on the population loss
+under ``[training] gradient_flow = true`` when no ``batch_size`` is given (the particles' SGD
+noise is ``O(lr / batch_size)`` per unit ``tau``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,6 +88,16 @@ class MeanFieldConfig:
     kind: str = "meanfield"
     # training.lr_second_layer not given: it follows training.lr in sweeps and gradients
     lr_tied: bool = False
+    # samples per simulated step (None: 1, or GRADIENT_FLOW_BATCH under gradient_flow)
+    batch_size: int | None = None
+    gradient_flow: bool = False
+
+    @property
+    def simulation_batch(self) -> int:
+        """Samples per step of the simulator."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return GRADIENT_FLOW_BATCH if self.gradient_flow else 1
 
     def solve_kwargs(self) -> dict:
         return dict(self.solve)
@@ -100,7 +114,12 @@ class MeanFieldConfig:
                 "finite_width": self.model.finite_width,
                 "noise": self.noise,
             },
-            "training": {"lr": self.lr, "lr_second_layer": self.lr_second_layer},
+            "training": {
+                "lr": self.lr,
+                "lr_second_layer": self.lr_second_layer,
+                "batch_size": self.simulation_batch,
+                "gradient_flow": self.gradient_flow,
+            },
             "init": {
                 "T": ini.T.tolist(),
                 "v_teacher": ini.v_teacher.tolist(),
@@ -123,6 +142,19 @@ def _rates(lr, lr2):
         raise ConfigError(f"training.lr must be positive (tau = lr * steps / d), got {lr!r}")
     lr2 = _real("training.lr_second_layer", lr if lr2 is None else lr2, nonnegative=True)
     return lr, lr2
+
+
+def _training_options(tr: dict) -> tuple[int | None, bool]:
+    """``training.batch_size`` (a positive integer or absent) and ``training.gradient_flow``."""
+    batch = tr.get("batch_size")
+    if batch is not None and (
+        isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1
+    ):
+        raise ConfigError(f"training.batch_size must be a positive integer, got {batch!r}")
+    flow = tr.get("gradient_flow", False)
+    if not isinstance(flow, bool):
+        raise ConfigError(f"training.gradient_flow must be true or false, got {flow!r}")
+    return (None if batch is None else int(batch)), flow
 
 
 def _one_int(text, name) -> int:
@@ -201,6 +233,7 @@ class MeanFieldFamily(Family):
         if init.M != M:
             raise ConfigError(f"init.T must be {M}x{M} (model.M = {M}), got {init.T.tolist()!r}")
         lr, lr2 = _rates(tr["lr"], tr.get("lr_second_layer"))
+        batch, flow = _training_options(tr)
         noise = _real("model.noise", m.get("noise", 0.0), nonnegative=True)
         opts = dict(SOLVE_DEFAULTS)
         opts.update(so)
@@ -227,6 +260,8 @@ class MeanFieldFamily(Family):
             solve=opts,
             source=source,
             lr_tied="lr_second_layer" not in tr,
+            batch_size=batch,
+            gradient_flow=flow,
         )
 
     def from_objects(
@@ -385,6 +420,7 @@ class MeanFieldFamily(Family):
             spacing=so["spacing"],
             t_first=so["t_first"],
             divergence_bound=so["divergence_bound"],
+            batch_size=cfg.simulation_batch,
         )
 
     def _width(self, options, command):
@@ -407,6 +443,7 @@ class MeanFieldFamily(Family):
             seed=options.get("seed", 0),
             dtype=options.get("dtype"),
             lr_second_layer_schedule=schedule,
+            checkpoint=checkpoint,
             **kw,
         )
 

@@ -5,6 +5,12 @@ fresh ``x ~ N(0, I_d)`` per step and the steps of :mod:`._meanfield`::
 
     w_j <- w_j - (eta/sqrt d)(yhat - y) a_j g'(lambda_j) x,   a_j <- a_j - (eta_a/d)(yhat - y) g(lambda_j)
 
+With ``batch_size = B > 1`` each step averages the gradient over ``B`` fresh samples (same step
+size, so still ``tau = eta * steps / d``): the SGD noise of the particles, ``O(eta)`` per unit
+``tau`` at ``B = 1``, falls to ``O(eta / B)``. ``[training] gradient_flow = true`` uses this as
+a large-batch approximation of gradient descent on the population loss (the mean-field ODE is the
+``eta -> 0`` limit already: gradient flow in ``tau``).
+
 Time ``tau = eta * steps / d``. Teacher weights realise ``T`` exactly (``sqrt(d) L O`` with
 orthonormal ``O``); student weights ``w_j ~ N(0, q I_d)`` i.i.d.; the readout ``a_j`` from the
 law of :class:`~hildlimits.MeanFieldInit` (quantiles, the same in every seed, or random draws per
@@ -65,6 +71,7 @@ class MeanFieldSimulation(SeedStatistics):
     dtype: str
     status: str
     timings: dict = field(default_factory=dict)
+    batch_size: int = 1
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +89,7 @@ class MeanFieldSimulation(SeedStatistics):
             "seeds": self.seeds,
             "seed": self.seed,
             "lr": self.lr,
+            "batch_size": self.batch_size,
             "dtype": self.dtype,
             "status": self.status,
             "time_unit": "tau = lr * steps / d",
@@ -93,20 +101,27 @@ def _block(d: int) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _kernels(activation, teacher_activation, d, p, dtype, trained, schedule=False):
+def _kernels(activation, teacher_activation, d, p, dtype, trained, schedule=False, batch=1):
     g = get_activation(activation).jax_function(0)
     dg = get_activation(activation).jax_function(1)
     gs = get_activation(teacher_activation).jax_function(0)
     sqd = math.sqrt(d)
-    B = _block(d)
+    B = _block(d * batch)
     wid = -(-(d + 1) // 128) * 128
 
     def advance_one(W, Ws, a, div, key, start, stop, prm):
         vs = prm["v_teacher"]
         eta, eta_a = prm["eta"], prm["eta_a"]
 
+        def readout_rate(s):
+            if schedule:  # piecewise-constant eta_a(tau), tau = eta * s / d
+                k = jnp.searchsorted(prm["sched_edges"], eta * s / d, side="right")
+                return prm["sched_values"][k]
+            return eta_a
+
         def block(b, carry):
-            Z = jax.random.normal(jax.random.fold_in(key, b), (B, wid), jnp.float32)
+            shape = (B, wid) if batch == 1 else (B, batch, wid)
+            Z = jax.random.normal(jax.random.fold_in(key, b), shape, jnp.float32)
 
             def body(s, carry):
                 W, a, div = carry
@@ -119,18 +134,28 @@ def _kernels(activation, teacher_activation, d, p, dtype, trained, schedule=Fals
                 ok = jnp.isfinite(err) & (jnp.abs(err) < prm["bound"])
                 W = W - (eta / sqd) * (err * a * dg(lam))[:, None] * x[None, :]
                 if trained:
-                    if schedule:  # piecewise-constant eta_a(tau), tau = eta * s / d
-                        k = jnp.searchsorted(prm["sched_edges"], eta * s / d, side="right")
-                        rate = prm["sched_values"][k]
-                    else:
-                        rate = eta_a
-                    a = a - (rate / d) * err * gl
+                    a = a - (readout_rate(s) / d) * err * gl
+                div = jnp.where((div < 0) & ~ok, s, div)
+                return W, a, div
+
+            def body_batch(s, carry):  # the gradient averaged over `batch` samples
+                W, a, div = carry
+                z = jax.lax.dynamic_index_in_dim(Z, s - b * B, keepdims=False).astype(dtype)
+                x, zeta = z[:, :d], z[:, d]
+                lam = x @ W.T / sqd  # (batch, p)
+                nu = x @ Ws.T / sqd
+                gl = g(lam)
+                err = gl @ a / p - (gs(nu) @ vs + prm["sigma"] * zeta)  # (batch,)
+                ok = jnp.all(jnp.isfinite(err) & (jnp.abs(err) < prm["bound"]))
+                W = W - (eta / (sqd * batch)) * ((err[:, None] * a * dg(lam)).T @ x)
+                if trained:
+                    a = a - (readout_rate(s) / (d * batch)) * (err @ gl)
                 div = jnp.where((div < 0) & ~ok, s, div)
                 return W, a, div
 
             lo = jnp.maximum(start, b * B)
             hi = jnp.minimum(stop, (b + 1) * B)
-            return jax.lax.fori_loop(lo, hi, body, carry)
+            return jax.lax.fori_loop(lo, hi, body if batch == 1 else body_batch, carry)
 
         return jax.lax.fori_loop(start // B, (stop - 1) // B + 1, block, (W, a, div))
 
@@ -177,6 +202,9 @@ def simulate_meanfield(
     dtype: str | None = None,
     divergence_bound: float = 1e8,
     lr_second_layer_schedule=None,
+    batch_size: int = 1,
+    checkpoint=None,
+    checkpoint_every: float = 30.0,
 ) -> MeanFieldSimulation:
     r"""Train ``seeds`` networks of width ``width`` and input dimension ``d`` in mean-field scaling.
 
@@ -194,6 +222,11 @@ def simulate_meanfield(
         lr_second_layer_schedule: a :class:`~hildlimits.Schedule` of the readout learning rate
             ``eta_a`` over ``tau`` (replaces ``lr_second_layer``), applied at
             ``tau = eta * step / d``.
+        batch_size: samples per step (the gradient is their average; ``tau`` per step
+            unchanged). ``[training] gradient_flow`` simulates with a large batch.
+        checkpoint: called with the partial :class:`MeanFieldSimulation` every
+            ``checkpoint_every`` seconds (the CLI writes it). Ctrl-C ends the run with status
+            ``interrupted`` and the save times finished so far.
 
     Returns:
         :class:`MeanFieldSimulation`.
@@ -221,6 +254,7 @@ def simulate_meanfield(
         raise ConfigError(f"d must be at least M={init.M}, got {d}")
     seeds = _int("seeds", seeds)
     seed = _int("seed", seed, minimum=0)
+    batch_size = _int("training.batch_size", batch_size)
     eta = _real("training.lr", lr)
     if eta <= 0:
         raise ConfigError(f"training.lr must be positive, got {lr!r}")
@@ -256,6 +290,32 @@ def simulate_meanfield(
     system = derive_meanfield(model)
     rec = {"r": [], "q": [], "a": [], "risk": [], "off": []}
     done, status = [], RunStatus.of(Status.OK)
+
+    def result(status) -> MeanFieldSimulation:
+        n = len(done)
+
+        def stack(key):
+            return np.stack(rec[key][:n], axis=1) if n else np.zeros((seeds, 0))
+
+        return MeanFieldSimulation(
+            t=np.asarray(done, np.float64) * eta / d,
+            steps=np.asarray(done, np.int64),
+            r=stack("r"),
+            q=stack("q"),
+            a=stack("a"),
+            risk=stack("risk"),
+            q_offdiag=stack("off"),
+            d=d,
+            width=width,
+            seeds=seeds,
+            seed=seed,
+            lr=eta,
+            dtype=dtype,
+            status=status,
+            timings={"compile_and_run": time.perf_counter() - t_start},
+            batch_size=batch_size,
+        )
+
     t_start = time.perf_counter()
     with jax.enable_x64(True), jax.threefry_partitionable(False):
         jdt = jnp.dtype(dtype)
@@ -268,6 +328,7 @@ def simulate_meanfield(
             jdt,
             model.train_second_layer,
             sched is not None and model.train_second_layer,
+            batch_size,
         )
         W = jnp.asarray(np.stack(W_l), jdt)
         Ws = jnp.asarray(np.stack(Ws_l), jdt)
@@ -291,47 +352,40 @@ def simulate_meanfield(
             jax.vmap(lambda Q, r, a: risk_of_overlaps(system, Q, r, a, T, vt), in_axes=(0, 0, 0))
         )
         current = 0
-        for target in steps:
-            if target > current:
-                W, a, div = advance(
-                    W, Ws, a, div, keys, jnp.asarray(current), jnp.asarray(int(target)), prm
+        last_ckpt = time.monotonic()
+        try:
+            for target in steps:
+                if target > current:
+                    W, a, div = advance(
+                        W, Ws, a, div, keys, jnp.asarray(current), jnp.asarray(int(target)), prm
+                    )
+                    current = int(target)
+                Q, R = overlaps(W, Ws)
+                Qn, Rn, an = (np.asarray(x, np.float64) for x in (Q, R, a))
+                dn = np.asarray(div)
+                if np.any(dn >= 0) or not np.all(np.isfinite(Qn)):
+                    s_bad = int(dn[dn >= 0].min()) if np.any(dn >= 0) else current
+                    status = RunStatus.diverged_at_step(s_bad, s_bad * eta / d)
+                    break
+                risk = np.asarray(risk_fn(Qn, Rn, an))
+                off = Qn - np.einsum("sjm,mn,skn->sjk", Rn, Tinv, Rn)
+                iu = np.triu_indices(width, 1)
+                rms = (
+                    np.sqrt(np.mean(off[:, iu[0], iu[1]] ** 2, axis=1))
+                    if width > 1
+                    else 0 * an[:, 0]
                 )
-                current = int(target)
-            Q, R = overlaps(W, Ws)
-            Qn, Rn, an = (np.asarray(x, np.float64) for x in (Q, R, a))
-            dn = np.asarray(div)
-            if np.any(dn >= 0) or not np.all(np.isfinite(Qn)):
-                s_bad = int(dn[dn >= 0].min()) if np.any(dn >= 0) else current
-                status = RunStatus.diverged_at_step(s_bad, s_bad * eta / d)
-                break
-            rec["r"].append(Rn)
-            rec["q"].append(np.diagonal(Qn, axis1=1, axis2=2).copy())
-            rec["a"].append(an)
-            rec["risk"].append(np.asarray(risk_fn(Qn, Rn, an)))
-            off = Qn - np.einsum("sjm,mn,skn->sjk", Rn, Tinv, Rn)
-            iu = np.triu_indices(width, 1)
-            rms = np.sqrt(np.mean(off[:, iu[0], iu[1]] ** 2, axis=1)) if width > 1 else 0 * an[:, 0]
-            rec["off"].append(rms)
-            done.append(current)
-    elapsed = time.perf_counter() - t_start
-
-    def stack(key):
-        return np.stack(rec[key], axis=1) if done else np.zeros((seeds, 0))
-
-    return MeanFieldSimulation(
-        t=np.asarray(done, np.float64) * eta / d,
-        steps=np.asarray(done, np.int64),
-        r=stack("r"),
-        q=stack("q"),
-        a=stack("a"),
-        risk=stack("risk"),
-        q_offdiag=stack("off"),
-        d=d,
-        width=width,
-        seeds=seeds,
-        seed=seed,
-        lr=eta,
-        dtype=dtype,
-        status=status,
-        timings={"compile_and_run": elapsed},
-    )
+                # appended together, after every value exists: an interrupt never leaves a
+                # save time half recorded
+                rec["r"].append(Rn)
+                rec["q"].append(np.diagonal(Qn, axis1=1, axis2=2).copy())
+                rec["a"].append(an)
+                rec["risk"].append(risk)
+                rec["off"].append(rms)
+                done.append(current)
+                if checkpoint is not None and time.monotonic() - last_ckpt > checkpoint_every:
+                    checkpoint(result("running"))
+                    last_ckpt = time.monotonic()
+        except KeyboardInterrupt:
+            status = RunStatus.of(Status.INTERRUPTED, current * eta / d)
+    return result(status)
