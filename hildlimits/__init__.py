@@ -75,6 +75,8 @@ _EXPORTS = {
     "solve_least_squares": ("_families.least_squares.solve", "solve_least_squares"),
     "LeastSquaresSimulation": ("_families.least_squares.simulate", "LeastSquaresSimulation"),
     "simulate_least_squares": ("_families.least_squares.simulate", "simulate_least_squares"),
+    "expected_sgd": ("_engine.recursion", "expected_sgd"),
+    "ExpectedSGD": ("_engine.recursion", "ExpectedSGD"),
     "__version__": ("_version", "__version__"),
 }
 """Public name -> (submodule, attribute)."""

@@ -178,6 +178,10 @@ def test_optimisers_need_the_matching_derivation(systems):
         ),
         ({"adagrad_b0": 0.0}, "training.adagrad_b0 must be positive, got 0.0"),
         ({"gradient_flow": True, "momentum": 0.5}, "cannot be combined"),
+        (
+            {"gradient_flow": True, "batch_size": 4},
+            "training.batch_size cannot be combined with training.gradient_flow",
+        ),
     ],
 )
 def test_bad_optimiser_input(kw, match):
@@ -262,3 +266,39 @@ def test_batch_enters_per_sample_only_through_eta_over_B():
         system, init=init, hyper=hl.Hyperparams(lr=0.6, noise=0.2), ts=np.linspace(0, 20, 6)
     )
     np.testing.assert_allclose(a.risk, b.risk, rtol=1e-7)  # rtol 1e-10 solves, rescaled time
+
+
+def test_gradient_flow_needs_a_positive_lr_and_no_schedule(tmp_path):
+    with pytest.raises(hl.ConfigError, match="training.lr must be positive with"):
+        hl.Hyperparams(lr=0.0, gradient_flow=True)
+    base = (
+        '[model]\nK = 1\nM = 1\nactivation = "erf"\n[training]\nlr = 0.5\n'
+        "gradient_flow = true\n{extra}[init]\nQ = [[0.5]]\nR = [[0.1]]\nT = [[1.0]]\n"
+        "[solve]\nt1 = 1.0\n"
+    )
+    for extra, name in (
+        ("lr_schedule = { edges = [1.0], values = [0.5, 0.1] }\n", "training.lr_schedule"),
+        ("batch_schedule = { edges = [1.0], values = [1, 4] }\n", "training.batch_schedule"),
+    ):
+        path = tmp_path / "gf.toml"
+        path.write_text(base.format(extra=extra))
+        with pytest.raises(hl.ConfigError, match=f"{name} cannot be combined with"):
+            hl.load_config(path)
+
+
+def test_lr_effective_follows_the_lr_schedule():
+    """With momentum and a learning-rate schedule the reported lr_effective is
+    eta(t) / (1 - beta) at every saved time (exact: a lookup)."""
+    model = hl.Committee(K=2, M=2, activation="erf", minibatch=True)
+    system = hl.derive(model)
+    sched = hl.Schedule(edges=[1.0, 2.0], values=[0.6, 0.3, 0.1])
+    tr = hl.solve(
+        system,
+        init=_init(model),
+        hyper=hl.Hyperparams(lr=0.6, momentum=0.5, noise=0.1),
+        ts=np.array([0.0, 0.5, 1.5, 2.5, 3.0]),
+        lr_schedule=sched,
+    )
+    np.testing.assert_allclose(
+        tr.observables["lr_effective"], np.array([0.6, 0.6, 0.3, 0.1, 0.1]) / 0.5, rtol=1e-14
+    )

@@ -206,7 +206,8 @@ def test_random_init_too_large_is_refused_while_loading(tmp_path, capsys, K, M, 
     "flags, key",
     [
         (["--N", "1000000000"], "--N"),
-        (["--N", "500", "--seeds", "1000000"], "--seeds"),
+        # seeds run in chunks that fit: only the overlaps saved for every seed must fit
+        (["--N", "500", "--seeds", "100000000000"], "--seeds"),
         (["--N", "500", "--test-samples", "1000000000"], "--test-samples"),
     ],
 )
@@ -215,6 +216,17 @@ def test_simulation_too_large_is_refused(tmp_path, capsys, flags, key):
     out = tmp_path / "sim.json"
     _refused(capsys, ["simulate", path, *flags, "--out", str(out)], key, "reduce " + key)
     assert not out.exists()
+
+
+def test_many_seeds_fit_in_chunks_but_are_refused_by_the_time_estimate(
+    tmp_path, capsys, monkeypatch
+):
+    """10^6 seeds at N = 500 fit in memory (chunks of seeds; the saved overlaps are small) but
+    would run for about an hour: refused under a 60 s limit, naming --seeds."""
+    monkeypatch.setenv("HILDLIMITS_TIME_LIMIT", "60")
+    path = _write(tmp_path, SMALL)
+    argv = ["simulate", path, "--N", "500", "--seeds", "1000000"]
+    _refused(capsys, argv + ["--out", str(tmp_path / "s.json")], "--seeds = 1000000", "would run")
 
 
 def test_simulation_too_long_is_refused_by_the_time_estimate(tmp_path, capsys, monkeypatch):

@@ -79,7 +79,10 @@ class Vec:
         return Vec({key: c * val for key, val in self.parts.items()})
 
 
-def _inner_basis(a: tuple, b: tuple, xx: sp.Expr = sp.Integer(1)) -> sp.Expr:
+_ONE = sp.Integer(1)
+
+
+def _inner_basis(a: tuple, b: tuple, xx: sp.Expr = _ONE) -> sp.Expr:
     """``<a, b> / N`` for basis vectors, to leading order (``x ~ N(0, I_N)``, ``h = 1/sqrt N``);
     ``xx``: ``|x|^2 / N`` of the input direction of the step (see :func:`inner`)."""
     a, b = sorted((a, b), key=lambda key: ("w", "ws", "x").index(key[0]))
@@ -97,7 +100,7 @@ def _inner_basis(a: tuple, b: tuple, xx: sp.Expr = sp.Integer(1)) -> sp.Expr:
     return xx  # |x|^2 / N -> 1 (fluctuations are higher order in h)
 
 
-def inner(a: Vec, b: Vec, *, xx: sp.Expr = sp.Integer(1)) -> sp.Expr:
+def inner(a: Vec, b: Vec, *, xx: sp.Expr = _ONE) -> sp.Expr:
     """``<a, b> / N`` by bilinearity.
 
     ``xx`` is ``|x|^2/N`` of the step's input direction ``x``: ``1`` for one sample. For a

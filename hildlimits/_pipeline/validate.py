@@ -41,21 +41,35 @@ class Tolerance:
                 raise ConfigError(f"{name} must be a non-negative number, got {val!r}")
 
 
+SE_FLOOR = 1e-9
+"""Standard errors below this fraction of the largest |ODE value| count as zero (no spread)."""
+
+
+def se_text(z, spec: str = ".2f") -> str:
+    """A deviation in standard errors for printing; ``None`` (deterministic runs, no spread over
+    seeds) reads ``"n/a (no spread over seeds)"``."""
+    return "n/a (no spread over seeds)" if z is None else format(z, spec)
+
+
 def criterion(mean, sem, ode, tolerance: Tolerance) -> dict:
     """The agreement criterion of every family's ``validate`` (module docstring): deviations
-    of the seed mean ``mean`` (standard error ``sem``) from the ODE's ``ode`` at each time."""
+    of the seed mean ``mean`` (standard error ``sem``) from the ODE's ``ode`` at each time.
+    ``max_deviation_in_se`` and ``mean_deviation_in_se`` are ``None`` (JSON ``null``) when the
+    seeds have no spread (:data:`SE_FLOOR`): then only ``rel_tol`` and ``abs_tol`` judge."""
     d = np.asarray(mean) - np.asarray(ode)
     se = np.asarray(sem)
-    ok = se > 0
-    z = np.abs(d[ok]) / se[ok] if ok.any() else np.zeros(1)
+    # a spread over seeds below 1e-9 of the curve's scale is rounding (deterministic runs, e.g.
+    # gradient flow compared seed by seed): no deviation in standard errors is defined there
+    ok = se > SE_FLOOR * max(float(np.abs(ode).max(initial=0.0)), 1e-300)
+    z = np.abs(d[ok]) / se[ok] if ok.any() else None
     allowed = (
         tolerance.z_tol * se
         + tolerance.rel_tol * np.abs(ode)
         + tolerance.abs_tol * np.abs(ode).max()
     )
     return {
-        "max_deviation_in_se": float(z.max()),
-        "mean_deviation_in_se": float(z.mean()),
+        "max_deviation_in_se": float(z.max()) if z is not None else None,
+        "mean_deviation_in_se": float(z.mean()) if z is not None else None,
         "fraction_within_tolerance": float(np.mean(np.abs(d) <= allowed)),
         "worst": int(np.argmax(np.abs(d) - allowed)),
     }

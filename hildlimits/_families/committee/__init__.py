@@ -15,7 +15,11 @@ Config schema (every key is a public contract; unknown keys are errors)::
                 Q_bins, R_bins, T_bins            -- per-bin overlaps (with [data])
     [data]      eigenvalues, weights, teacher_weights, law, bins, ... (hildlimits._pipeline.spectrum)
     [solve]     t1, n_save, spacing, t_first, rtol, atol, solver, max_steps,
-                divergence_bound, steady_state
+                divergence_bound, steady_state,
+                time ("continuous" default: the N -> infinity ODE; "discrete": the exact
+                finite-N expected-SGD recursion of least squares, K = M = 1 linear, square
+                loss -- docs/exact-recursion.md), N (with time = "discrete"),
+                method ("log" default, or "exact"; with time = "discrete")
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from hildlimits._errors import ConfigError
 from hildlimits._families.base import Dynamics, Family, Flag
 from hildlimits._families.committee.model import Committee, Hyperparams, Overlaps
+from hildlimits._pipeline.validate import se_text
 from hildlimits._pipeline.validators import check_sections, check_table
 
 SCHEMA = {
@@ -73,8 +78,13 @@ SCHEMA = {
         "max_steps",
         "divergence_bound",
         "steady_state",
+        "time",
+        "N",
+        "method",
     },
 }
+DISCRETE_KEYS = ("time", "N", "method")
+"""``[solve]`` keys of the discrete-time route (kept out of :class:`SolveOptions`)."""
 REQUIRED = {"model": {"K", "M"}, "training": {"lr"}, "solve": {"t1"}}
 
 HYPER_PARAMS = {
@@ -127,6 +137,16 @@ class SolveOptions:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DiscreteOptions:
+    """``[solve] time = "discrete"``: the exact finite-``N`` expected-SGD recursion
+    (:func:`hildlimits.expected_sgd`) at dimension ``N`` with ``method`` ``"log"`` or
+    ``"exact"``."""
+
+    N: int
+    method: str = "log"
+
+
 @dataclass(frozen=True, eq=False)
 class Config:
     """A resolved ``kind = "committee"`` configuration."""
@@ -148,6 +168,8 @@ class Config:
     # [training] lr_schedule, batch_schedule (hildlimits.Schedule or None)
     lr_schedule: object = None
     batch_schedule: object = None
+    # [solve] time = "discrete": DiscreteOptions (None: the continuous-time ODE)
+    discrete: object = None
 
     def resolved(self) -> dict:
         """The configuration with every default filled in (for ``meta`` in outputs)."""
@@ -177,7 +199,12 @@ class Config:
                 "v": self.init.v.tolist(),
                 "v_teacher": self.init.v_teacher.tolist(),
             },
-            "solve": {k: v for k, v in self.solve.as_kwargs().items() if v is not None},
+            "solve": {k: v for k, v in self.solve.as_kwargs().items() if v is not None}
+            | (
+                {"time": "discrete", "N": self.discrete.N, "method": self.discrete.method}
+                if self.discrete is not None
+                else {}
+            ),
             **({"data": self.data.resolved()} if self.data is not None else {}),
             **(
                 {
@@ -307,8 +334,54 @@ def _per_bin_init(model: Committee, spectrum, ini: dict):
     return (Qb, Rb, Tb)
 
 
+def _discrete_options(so: dict) -> DiscreteOptions | None:
+    """``solve.time``, ``solve.N``, ``solve.method`` (``None``: continuous time)."""
+    time = so.get("time", "continuous")
+    if time not in ("continuous", "discrete"):
+        raise ConfigError(f"solve.time must be 'continuous' or 'discrete', got {time!r}")
+    if time == "continuous":
+        extra = [k for k in ("N", "method") if k in so]
+        if extra:
+            raise ConfigError(f"solve.{extra[0]} is only used with solve.time = 'discrete'")
+        return None
+    if "N" not in so:
+        raise ConfigError("solve.time = 'discrete' needs solve.N (the input dimension)")
+    N = so["N"]
+    if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
+        raise ConfigError(f"solve.N must be a positive integer, got {N!r}")
+    method = so.get("method", "log")
+    if method not in ("log", "exact"):
+        raise ConfigError(f"solve.method must be 'log' or 'exact', got {method!r}")
+    return DiscreteOptions(N=int(N), method=method)
+
+
+def _check_discrete(model: Committee, hyper: Hyperparams, tr: dict, init: Overlaps) -> None:
+    """The recursion covers least squares: the linear ``K = M = 1`` model, square loss, identity
+    labels, plain first layer, SGD with batch size, momentum and a learning-rate schedule."""
+    need = "solve.time = 'discrete' (the least-squares recursion) needs"
+    for key, got, want in (
+        ("model.K", model.K, 1),
+        ("model.M", model.M, 1),
+        ("model.activation", model.activation, "linear"),
+        ("model.teacher_activation", model.teacher_activation, "linear"),
+        ("model.loss", model.loss, "square"),
+        ("model.label", model.label, "y"),
+        ("model.train_second_layer", model.train_second_layer, False),
+        ("model.weight_decay", hyper.weight_decay, 0.0),
+        ("training.optimizer", hyper.optimizer, "sgd"),
+        ("training.gradient_flow", hyper.gradient_flow, False),
+    ):
+        if got != want:
+            raise ConfigError(f"{need} {key} = {want!r}, got {got!r}")
+    if "batch_schedule" in tr:
+        raise ConfigError(f"{need} a constant batch size: training.batch_schedule is not covered")
+    for key, val in (("init.v", init.v), ("init.v_teacher", init.v_teacher)):
+        if not np.allclose(val, 1.0, rtol=0, atol=1e-15):
+            raise ConfigError(f"{need} {key} = [1.0], got {np.asarray(val).tolist()!r}")
+
+
 def _solve_options(so: dict) -> SolveOptions:
-    opts = dict(so)
+    opts = {k: v for k, v in so.items() if k not in DISCRETE_KEYS}
     ints = ("n_save", "max_steps")
     for key in ints:
         if key in opts and (
@@ -326,6 +399,15 @@ def _solve_options(so: dict) -> SolveOptions:
 
 def _apply_eta(args, value):
     return {**args, "eta": value}
+
+
+def _continuous_only(cfg) -> None:
+    """Commands other than ``solve`` (sweep, grad, optimize-schedule, validate) use the ODE."""
+    if cfg is not None and getattr(cfg, "discrete", None) is not None:
+        raise ConfigError(
+            "solve.time = 'discrete' is supported by the solve command only (sweep, grad, "
+            "optimize-schedule and validate use the continuous-time ODE): remove solve.time"
+        )
 
 
 def _has_schedule(cfg) -> bool:
@@ -414,10 +496,12 @@ class CommitteeFamily(Family):
         )
         lr_schedule = _schedule(tr, "lr_schedule")
         batch_schedule = _schedule(tr, "batch_schedule", minimum=1.0)
-        if hyper.gradient_flow and batch_schedule is not None:
-            raise ConfigError(
-                "training.batch_schedule cannot be combined with training.gradient_flow"
-            )
+        for name, sched in (("lr_schedule", lr_schedule), ("batch_schedule", batch_schedule)):
+            if hyper.gradient_flow and sched is not None:
+                raise ConfigError(
+                    f"training.{name} cannot be combined with training.gradient_flow (gradient "
+                    f"flow has no learning rate or batch size to schedule: time is lr * t)"
+                )
         spectrum, bins = None, None
         if "data" in data:
             from hildlimits._pipeline.spectrum import spectrum_from_config
@@ -449,6 +533,9 @@ class CommitteeFamily(Family):
                 v_teacher=ini.get("v_teacher"),
             )
         solve = _solve_options(so)
+        discrete = _discrete_options(so)
+        if discrete is not None:
+            _check_discrete(model, hyper, tr, init)
         random_init = None
         if "random" in ini:
             from hildlimits._families.committee.simulate import RandomInit
@@ -469,6 +556,7 @@ class CommitteeFamily(Family):
             bins=bins,
             lr_schedule=lr_schedule,
             batch_schedule=batch_schedule,
+            discrete=discrete,
         )
 
     def from_objects(
@@ -511,9 +599,22 @@ class CommitteeFamily(Family):
         return cfg.solve.as_kwargs()
 
     def solve(self, system, cfg, *, ts=None, schedule=None, **over):
-        from hildlimits._families.committee.solve import solve
+        from hildlimits._families.committee.solve import solve, solve_discrete
 
         kw = self.solve_options(cfg) | over
+        if cfg.discrete is not None:
+            return solve_discrete(
+                system,
+                init=cfg.init,
+                hyper=cfg.hyper,
+                N=cfg.discrete.N,
+                method=cfg.discrete.method,
+                ts=ts,
+                lr_schedule=schedule if schedule is not None else cfg.lr_schedule,
+                spectrum=cfg.data,
+                bins=cfg.bins,
+                **kw,
+            )
         return solve(
             system,
             init=cfg.init,
@@ -529,6 +630,7 @@ class CommitteeFamily(Family):
     def dynamics(self, system, cfg=None, *, schedule: bool = False) -> Dynamics:
         from hildlimits._families.committee import optim
 
+        _continuous_only(cfg)
         module = system.module
         return Dynamics(
             vector_field=optim.vector_field(module),
@@ -543,6 +645,7 @@ class CommitteeFamily(Family):
     def initial(self, system, cfg):
         from hildlimits._families.committee.solve import problem
 
+        _continuous_only(cfg)
         from hildlimits._families.committee.solve import with_batch_schedule
 
         so = cfg.solve
@@ -708,6 +811,7 @@ class CommitteeFamily(Family):
     def validate(self, cfg, *, options: dict, tolerance, outdir=None):
         from hildlimits._families.committee.validate import validate_committee as validate
 
+        _continuous_only(cfg)
         so = cfg.solve
         solve_kwargs = {
             k: getattr(so, k) for k in ("rtol", "atol", "solver", "max_steps", "divergence_bound")
@@ -722,6 +826,7 @@ class CommitteeFamily(Family):
             solve_kwargs=solve_kwargs,
             test_samples=options.get("test_samples", 0) or 0,
             dtype=options.get("dtype"),
+            lr_schedule=cfg.lr_schedule,
             **self._simulate_kwargs(cfg),
         )
         report["curves"] = [
@@ -747,8 +852,8 @@ class CommitteeFamily(Family):
         for p in report["per_N"]:
             lines.append(
                 f"N={p['N']:>7}: max |d| = {p['max_abs_deviation']:.3e}, mean |d| = "
-                f"{p['mean_abs_deviation']:.3e}, max |d|/se = {p['max_deviation_in_se']:.2f}, "
-                f"mean |d|/se = {p['mean_deviation_in_se']:.2f}"
+                f"{p['mean_abs_deviation']:.3e}, max |d|/se = {se_text(p['max_deviation_in_se'], '.2f')}, "
+                f"mean |d|/se = {se_text(p['mean_deviation_in_se'], '.2f')}"
             )
         if report["finite_size_exponent"] is not None:
             lines.append(f"finite-size fit: mean |d| ~ N^{report['finite_size_exponent']:.2f}")

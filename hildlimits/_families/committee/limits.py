@@ -10,8 +10,9 @@ and each command allocate, from the sizes alone.
   element of a sweep; the saved trajectory is ``n_save x (K^2 + K M + K)`` floats, kept as JSON.
 * simulation (``simulate``, ``validate``, ``optimize-schedule``): per seed the weights
   ``(K + M) x N`` (float64, about :data:`WEIGHT_COPIES` copies while they are drawn, stacked and
-  moved to the device), the inputs drawn per block (:func:`block_size` steps x ``N`` float32,
-  about 16 MiB), the overlaps at each save time, and for ``--test-samples`` one random key per
+  moved to the device) and the inputs drawn per block (:func:`block_size` steps x ``N`` float32,
+  about 16 MiB) -- the seeds run in chunks that fit, so one seed must fit -- and for every seed
+  the overlaps at each save time, and for ``--test-samples`` one random key per
   test sample (8 bytes). Run time: ``seeds x t1 x N`` SGD steps of ``~4 (K + M) N`` flops, plus
   ``seeds x n_save x test_samples`` test samples of ``~2 (K + M) N`` flops, at
   :data:`FLOPS` flop/s.
@@ -101,24 +102,42 @@ def simulation_needs(cfg, options: dict) -> list[Need]:
     seeds = int_value(options.get("seeds"), 1) or 1
     tests = int_value(options.get("test_samples"), 0) or 0
     n_save = so.n_save
-    steps = so.t1 * N
+    hyper = getattr(cfg, "hyper", None)
+    flow = bool(getattr(hyper, "gradient_flow", False))
+    batch = int(getattr(hyper, "batch_size", 1) or 1)
+    batch_schedule = getattr(cfg, "batch_schedule", None)
+    if batch_schedule is not None:  # the largest scheduled batch bounds the cost per step
+        batch = int(max(batch_schedule.values))
+    if flow:  # population gradient descent with step lr: t1 N / lr steps, no inputs drawn
+        steps = so.t1 * N / max(float(hyper.lr), 1e-300)
+        blocks, batch = 0, 1
+    else:
+        steps = so.t1 * N
+        blocks = _block_floats(N) * 4
     weights = WEIGHT_COPIES * (K + M) * N * FLOAT
-    blocks = _block_floats(N) * 4
     record = n_save * (K * K + K * M + K + 2) * (FLOAT + JSON_NUMBER)
-    per_seed = weights + blocks + record
-    flops_step = 4.0 * (K + M) * N
+    per_seed = weights + blocks
+    flops_step = 4.0 * (K + M) * N * batch
     sgd_s = seeds * steps * (flops_step / FLOPS + STEP_OVERHEAD_S)
-    needs = []
-    key = "--seeds" if seeds > 1024 else "--N"
-    needs.append(
+    # the simulator runs the seeds in chunks that fit in memory (at least one seed at a time);
+    # the saved overlaps of every seed are kept
+    needs = [
         Need(
-            key,
-            seeds if key == "--seeds" else N,
-            seeds * per_seed,
-            f"{seeds} seeds x (weights (K + M) x N = {K + M} x {N} and the inputs drawn per block)",
-            seconds=sgd_s,
-        )
-    )
+            "--N",
+            N,
+            per_seed,
+            f"one seed's weights (K + M) x N = {K + M} x {N} and the inputs drawn per block "
+            f"(seeds run in chunks that fit)",
+            seconds=None if seeds > 1024 else sgd_s,
+        ),
+        Need(
+            "--seeds",
+            seeds,
+            seeds * record,
+            f"the saved overlaps of {seeds} seeds at {n_save} save times",
+            seconds=sgd_s if seeds > 1024 else None,
+        ),
+    ]
     if tests:
         needs.append(
             Need(

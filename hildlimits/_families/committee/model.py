@@ -187,8 +187,8 @@ class Hyperparams:
         adagrad_b0: AdaGrad-Norm's initial ``b_0 > 0``.
         gradient_flow: the gradient-flow limit: time in units of ``eta t``, the ``eta^2``
             (SGD-noise) terms dropped (``B = inf``; needs ``minibatch=True``). The simulator
-            approximates it by mini-batch SGD with ``batch_size`` and ``lr`` (error of order
-            ``lr / batch_size``).
+            runs gradient descent with step ``lr`` on the population loss (docs/optimisers.md).
+            Not with ``batch_size``, ``momentum``, ``optimizer`` or a schedule; ``lr > 0``.
     """
 
     lr: float
@@ -225,6 +225,16 @@ class Hyperparams:
                 "training.optimizer (gradient flow has neither)"
             )
         object.__setattr__(self, "lr", _real("training.lr", self.lr, nonnegative=True))
+        if self.gradient_flow and self.batch_size != 1:
+            raise ConfigError(
+                f"training.batch_size cannot be combined with training.gradient_flow (gradient "
+                f"flow has no mini-batches), got batch_size = {self.batch_size}"
+            )
+        if self.gradient_flow and self.lr <= 0:
+            raise ConfigError(
+                f"training.lr must be positive with training.gradient_flow (time is measured in "
+                f"lr * t), got {self.lr!r}"
+            )
         lr2 = self.lr if self.lr_second_layer is None else self.lr_second_layer
         object.__setattr__(
             self, "lr_second_layer", _real("training.lr_second_layer", lr2, nonnegative=True)

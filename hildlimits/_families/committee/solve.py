@@ -449,9 +449,14 @@ def _trajectory(system, init, hyper, out, t1, max_steps, *, args=None, spectrum=
     b2 = kept.pop(STATE, None)
     extra = _extra_observables(system, kept, args) if args is not None else {}
     if args is not None and hyper.momentum + (b2 is not None) > 0:
-        # the learning rate the drift sees: eta / ((1 - beta) b)
-        eta = hyper.lr / (1.0 - hyper.momentum)
-        extra["lr_effective"] = eta / np.sqrt(b2) if b2 is not None else np.full(n, eta)
+        # the learning rate the drift sees: eta(t) / ((1 - beta) b)
+        eta = np.full(n, hyper.lr)
+        edges = np.asarray(args.get("_sched_edges", ()), np.float64)
+        if edges.size:  # a learning-rate schedule: its value at each saved time
+            values = np.asarray(args["_sched_values"], np.float64)
+            eta = values[np.searchsorted(edges, ts[rows], side="right")]
+        eta = eta / (1.0 - hyper.momentum)
+        extra["lr_effective"] = eta / np.sqrt(b2) if b2 is not None else eta
     Q, R, T = kept["Q"], kept["R"], init.T
     binned = {}
     if system.structure.get("covariance") == "spectrum":
@@ -475,5 +480,90 @@ def _trajectory(system, init, hyper, out, t1, max_steps, *, args=None, spectrum=
         hyper=hyper,
         system=system,
         observables={k: ro(a) for k, a in extra.items()},
+        **binned,
+    )
+
+
+def solve_discrete(
+    system,
+    *,
+    init: Overlaps,
+    hyper: Hyperparams,
+    N: int,
+    method: str = "log",
+    t1: float | None = None,
+    n_save: int = 200,
+    spacing: str = "log",
+    t_first: float | None = None,
+    divergence_bound: float = 1e8,
+    ts=None,
+    lr_schedule=None,
+    spectrum=None,
+    bins=None,
+    **ignored,
+) -> Trajectory:
+    r"""``[solve] time = "discrete"``: the exact finite-``N`` expected dynamics of SGD
+    (:func:`hildlimits.expected_sgd`) of the linear ``K = M = 1`` committee with square loss, as a
+    :class:`Trajectory` with the keys of :func:`solve` (``Q``, ``R``, ``T`` the field
+    covariances; with a spectrum the per-bin overlaps ``Q_bins``, ``R_bins``, ``T_bins``).
+    ``num_steps`` counts the recursion's blocks (``method="log"``) or SGD steps (``"exact"``);
+    the ODE's options (``rtol``, ``atol``, ``solver``, ``max_steps``, ``steady_state``) are
+    ignored. The learning rate, noise, batch size and momentum come from ``hyper``."""
+    from hildlimits._engine.recursion import expected_sgd
+
+    if system.structure.get("covariance") == "spectrum" and spectrum is None:
+        from hildlimits._errors import ConfigError
+
+        raise ConfigError("this system was derived for inputs with a spectrum: give spectrum=...")
+    r = expected_sgd(
+        spectrum,
+        N=N,
+        lr=hyper.lr,
+        t1=t1,
+        ts=ts,
+        n_save=n_save,
+        spacing=spacing,
+        t_first=t_first,
+        noise=hyper.noise,
+        batch_size=hyper.batch_size,
+        momentum=hyper.momentum,
+        init=init,
+        bins=bins,
+        method=method,
+        divergence_bound=divergence_bound,
+        lr_schedule=lr_schedule,
+    )
+    n = len(r.t)
+
+    def ro(a):
+        a = np.array(a, dtype=np.float64)
+        a.setflags(write=False)
+        return a
+
+    binned = {}
+    if spectrum is not None:
+        binned = {
+            "Q_bins": ro(r.Q_bins[:, :, None, None]),
+            "R_bins": ro(r.R_bins[:, :, None, None]),
+            "T_bins": ro(r.T_bins[:, None, None]),
+            "spectrum": spectrum,
+        }
+    extra = {}
+    if hyper.momentum:
+        extra["lr_effective"] = ro(np.full(n, hyper.lr / (1.0 - hyper.momentum)))
+    return Trajectory(
+        t=r.t,
+        Q=ro(r.Q.reshape(n, 1, 1)),
+        R=ro(r.R.reshape(n, 1, 1)),
+        v=ro(np.broadcast_to(init.v, (n, 1))),
+        T=ro(np.full((1, 1), r.T)),
+        v_teacher=init.v_teacher,
+        risk=r.risk,
+        status=r.status,
+        t_stop=r.t_stop,
+        num_steps=r.num_blocks,
+        hyper=hyper,
+        system=system,
+        observables=extra,
         **binned,
     )

@@ -17,16 +17,31 @@ from hildlimits._pipeline.validate import (
     check_validation_inputs,
     criterion,
     interrupted_report,
+    se_text,
 )
 
 _DEFAULT_TOLERANCE = Tolerance()
 
 
-def ode_for_simulation(system, sim: Simulation, *, hyper, solve_kwargs: dict, same_init: bool):
-    """ODE risk and overlaps at the simulation's times (per-seed ODEs averaged if not ``same_init``)."""
+def ode_for_simulation(
+    system,
+    sim: Simulation,
+    *,
+    hyper,
+    solve_kwargs: dict,
+    same_init: bool,
+    lr_schedule=None,
+    batch_schedule=None,
+):
+    """ODE risk and overlaps at the simulation's times (per-seed ODEs averaged if not
+    ``same_init``), with the simulation's learning-rate and batch-size schedules."""
     same_init = same_init and sim.exact_init
     seeds = range(1) if same_init else range(sim.seeds)
     extra = {}
+    if lr_schedule is not None:
+        solve_kwargs = {**solve_kwargs, "lr_schedule": lr_schedule}
+    if batch_schedule is not None:
+        solve_kwargs = {**solve_kwargs, "batch_schedule": batch_schedule}
     trajs = []
     for s in seeds:
         if sim.spectrum is not None:
@@ -63,8 +78,15 @@ def validate_committee(
     divergence_bound: float = 1e8,
     spectrum=None,
     bins=None,
+    lr_schedule=None,
+    batch_schedule=None,
 ) -> tuple[dict, list, list]:
-    """The committee's :func:`hildlimits.validate` (see there); returns ``(report, sims, odes)``."""
+    """The committee's :func:`hildlimits.validate` (see there); returns ``(report, sims, odes)``.
+
+    The optimisers of ``hyper`` and the schedules (``lr_schedule``, ``batch_schedule``) apply to
+    both the simulation and the ODE. Where the ODE reports ``lr_effective`` (momentum,
+    AdaGrad-Norm) each row adds ``lr_effective_max_abs_deviation`` and
+    ``lr_effective_max_deviation_in_se`` (informative; the criterion is on the risk)."""
     if hyper is None:
         raise TypeError("validate(model, ...) with a Committee needs hyper=")
     Ns = check_validation_inputs(Ns, seeds)
@@ -96,13 +118,21 @@ def validate_committee(
             divergence_bound=divergence_bound,
             spectrum=spectrum,
             bins=bins,
+            lr_schedule=lr_schedule,
+            batch_schedule=batch_schedule,
         )
         if sim.status != "ok":
             if RunStatus.parse(sim.status).kind is Status.INTERRUPTED and per_N:
                 raise KeyboardInterrupt  # keep the N values already finished
             raise SimulationStopped(sim)
         trajs = ode_for_simulation(
-            system, sim, hyper=hyper, solve_kwargs=skw, same_init=random_init is None
+            system,
+            sim,
+            hyper=hyper,
+            solve_kwargs=skw,
+            same_init=random_init is None,
+            lr_schedule=lr_schedule,
+            batch_schedule=batch_schedule,
         )
         ode_risk = np.mean([tr.risk for tr in trajs], axis=0)
         d = sim.risk_mean - ode_risk
@@ -121,6 +151,16 @@ def validate_committee(
             "worst_time": float(sim.t[crit["worst"]]),
             "simulation_seconds": sim.timings.get("compile_and_run"),
         }
+        if "lr_effective" in sim.observables and all(
+            "lr_effective" in tr.observables for tr in trajs
+        ):
+            obs = sim.observables["lr_effective"]
+            ode_lr = np.mean([tr.observables["lr_effective"] for tr in trajs], axis=0)
+            d_lr = np.abs(obs.mean(axis=0) - ode_lr)
+            se_lr = obs.std(axis=0, ddof=1) / np.sqrt(seeds) if seeds > 1 else 0 * d_lr
+            z_lr = d_lr[se_lr > 0] / se_lr[se_lr > 0]
+            row["lr_effective_max_abs_deviation"] = float(d_lr.max())
+            row["lr_effective_max_deviation_in_se"] = float(z_lr.max()) if z_lr.size else 0.0
         return row, sim, trajs
 
     try:
@@ -153,7 +193,7 @@ def _report(per_N: list, tolerance) -> dict:
         else f"at N={last['N']}, {100 * (1 - last['fraction_within_tolerance']):.1f}% of save times deviate from the "
         f"ODE by more than {tolerance.z_tol} standard errors + {tolerance.rel_tol:g} x risk + "
         f"{tolerance.abs_tol:g} x max risk (worst at t={last['worst_time']:.4g}; max deviation "
-        f"{last['max_abs_deviation']:.3g}, {last['max_deviation_in_se']:.1f} standard errors)"
+        f"{last['max_abs_deviation']:.3g}, {se_text(last['max_deviation_in_se'], '.1f')} standard errors)"
     )
     report = {
         "per_N": per_N,

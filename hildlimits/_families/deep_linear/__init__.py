@@ -31,6 +31,7 @@ import numpy as np
 
 from hildlimits._errors import ConfigError
 from hildlimits._families.base import Family
+from hildlimits._pipeline.validate import se_text
 from hildlimits._pipeline.validators import (
     boolean,
     check_sections,
@@ -496,7 +497,7 @@ class DeepLinearFamily(Family):
             else f"at N={last['N']}, "
             f"{100 * (1 - last['fraction_within_tolerance']):.1f}% of save times deviate from "
             f"the ODE by more than {what} (worst at t={last['worst_time']:.4g}; max deviation "
-            f"{last['max_abs_deviation']:.3g}, {last['max_deviation_in_se']:.1f} standard errors)"
+            f"{last['max_abs_deviation']:.3g}, {se_text(last['max_deviation_in_se'], '.1f')} standard errors)"
         )
         report = {
             "per_N": rows,
@@ -523,9 +524,9 @@ class DeepLinearFamily(Family):
     def validation_lines(self, report) -> list[str]:
         lines = [
             f"N={r['N']:>7}: max |d| = {r['max_abs_deviation']:.3e}, mean |d| = "
-            f"{r['mean_abs_deviation']:.3e}, max |d|/se = {r['max_deviation_in_se']:.2f}; "
+            f"{r['mean_abs_deviation']:.3e}, max |d|/se = {se_text(r['max_deviation_in_se'], '.2f')}; "
             f"modes: max |d| = {r['modes_max_abs_deviation']:.3e}, max |d|/se = "
-            f"{r['modes_max_deviation_in_se']:.2f}"
+            f"{se_text(r['modes_max_deviation_in_se'], '.2f')}"
             for r in report["per_N"]
         ]
         if report["N_exponent"] is not None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from hildlimits._errors import ConfigError
 from hildlimits._families.base import Family
+from hildlimits._pipeline.validate import se_text
 from hildlimits._pipeline.validators import boolean, check_table, finite_tree, real
 
 SCHEMA = {
@@ -473,8 +474,8 @@ class LeastSquaresFamily(Family):
         lines = [
             f"N={r['N']:>6} n={r['n']:>7}: max |d| = {r['max_abs_deviation']:.3e}, "
             f"mean |d| = {r['mean_abs_deviation']:.3e}, max |d|/se = "
-            f"{r['max_deviation_in_se']:.2f}; train: max |d|/se = "
-            f"{r['train_loss_stats']['max_deviation_in_se']:.2f}"
+            f"{se_text(r['max_deviation_in_se'], '.2f')}; train: max |d|/se = "
+            f"{se_text(r['train_loss_stats']['max_deviation_in_se'], '.2f')}"
             for r in report["per_N"]
         ]
         if report["N_exponent"] is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from hildlimits._errors import ConfigError
+from hildlimits._pipeline.validate import se_text
 
 
 def validate_least_squares(family, cfg, *, options: dict, tolerance):
@@ -75,7 +76,7 @@ def validate_least_squares(family, cfg, *, options: dict, tolerance):
         else f"at N={last['N']}, {100 * (1 - last['fraction_within_tolerance']):.1f}% of save "
         f"times of the risk and {100 * (1 - last['train_loss_stats']['fraction_within_tolerance']):.1f}% "
         f"of the training loss deviate by more than {what} (risk worst at t={last['worst_time']:.4g}, "
-        f"{last['max_deviation_in_se']:.1f} standard errors)"
+        f"{se_text(last['max_deviation_in_se'], '.1f')} standard errors)"
     )
     report = {
         "per_N": rows,

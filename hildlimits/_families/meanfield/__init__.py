@@ -23,6 +23,7 @@ import numpy as np
 
 from hildlimits._errors import ConfigError
 from hildlimits._families.base import Family, Flag
+from hildlimits._pipeline.validate import se_text
 from hildlimits._pipeline.validators import check_sections, int_list
 
 SCHEMA = {
@@ -547,7 +548,7 @@ class MeanFieldFamily(Family):
             else f"at width={last['width']}, "
             f"{100 * (1 - last['fraction_within_tolerance']):.1f}% of save times deviate from "
             f"the ODE by more than {what} (worst at tau={last['worst_time']:.4g}; max deviation "
-            f"{last['max_abs_deviation']:.3g}, {last['max_deviation_in_se']:.1f} standard "
+            f"{last['max_abs_deviation']:.3g}, {se_text(last['max_deviation_in_se'], '.1f')} standard "
             "errors)"
         )
         report = {
@@ -572,7 +573,7 @@ class MeanFieldFamily(Family):
         lines = [
             f"width={r['width']:>6} d={r['d']:>7}: max |d| = {r['max_abs_deviation']:.3e}, "
             f"mean |d| = {r['mean_abs_deviation']:.3e}, max |d|/se = "
-            f"{r['max_deviation_in_se']:.2f}"
+            f"{se_text(r['max_deviation_in_se'], '.2f')}"
             for r in report["per_width"]
         ]
         if report["width_exponent"] is not None:
