@@ -60,11 +60,11 @@ LR_GD = 0.25
 FAM = hl.get_family("committee")
 
 
-def config(n: int, *, t1: float, lr: float = 1.0, batch: int = 1, n_save: int = 80) -> object:
+def config(n: int, *, t1: float, lr: float = 1.0, n_save: int = 80) -> object:
     return config_from_dict(
         {
             "model": {"K": n, "M": 1, "activation": "relu"},
-            "training": {"lr": lr, "batch_size": batch, "gradient_flow": True},
+            "training": {"lr": lr, "gradient_flow": True},
             "init": {
                 "random": {"N": 1000, "seed": 1, "student_std": 0.1, "teacher_std": 1.0},
                 "v_teacher": [1.0],
