@@ -402,11 +402,11 @@ def _apply_eta(args, value):
 
 
 def _continuous_only(cfg) -> None:
-    """Commands other than ``solve`` (sweep, grad, optimize-schedule, validate) use the ODE."""
+    """sweep, grad and optimize-schedule differentiate or batch the ODE."""
     if cfg is not None and getattr(cfg, "discrete", None) is not None:
         raise ConfigError(
-            "solve.time = 'discrete' is supported by the solve command only (sweep, grad, "
-            "optimize-schedule and validate use the continuous-time ODE): remove solve.time"
+            "solve.time = 'discrete' is supported by solve and validate (sweep, grad and "
+            "optimize-schedule use the continuous-time ODE): remove solve.time"
         )
 
 
@@ -811,7 +811,6 @@ class CommitteeFamily(Family):
     def validate(self, cfg, *, options: dict, tolerance, outdir=None):
         from hildlimits._families.committee.validate import validate_committee as validate
 
-        _continuous_only(cfg)
         so = cfg.solve
         solve_kwargs = {
             k: getattr(so, k) for k in ("rtol", "atol", "solver", "max_steps", "divergence_bound")
@@ -827,8 +826,11 @@ class CommitteeFamily(Family):
             test_samples=options.get("test_samples", 0) or 0,
             dtype=options.get("dtype"),
             lr_schedule=cfg.lr_schedule,
+            discrete_method=cfg.discrete.method if cfg.discrete is not None else None,
             **self._simulate_kwargs(cfg),
         )
+        if cfg.discrete is not None:
+            report["theory"] = "exact finite-N expected-SGD recursion at each simulated N"
         report["curves"] = [
             {
                 "N": sim.N,

@@ -8,7 +8,7 @@ import numpy as np
 from hildlimits._errors import ConfigError
 from hildlimits._families.committee.derive import derive
 from hildlimits._families.committee.simulate import Simulation, simulate
-from hildlimits._families.committee.solve import solve
+from hildlimits._families.committee.solve import solve, solve_discrete
 from hildlimits._pipeline.runner import RunStatus, Status
 from hildlimits._pipeline.validate import (
     SimulationStopped,
@@ -32,9 +32,12 @@ def ode_for_simulation(
     same_init: bool,
     lr_schedule=None,
     batch_schedule=None,
+    discrete_method: str | None = None,
 ):
     """ODE risk and overlaps at the simulation's times (per-seed ODEs averaged if not
-    ``same_init``), with the simulation's learning-rate and batch-size schedules."""
+    ``same_init``), with the simulation's learning-rate and batch-size schedules. With
+    ``discrete_method`` (``"log"`` or ``"exact"``; ``[solve] time = "discrete"``) the theory is
+    the exact expected-SGD recursion at the simulation's own ``N`` instead of the ODE."""
     same_init = same_init and sim.exact_init
     seeds = range(1) if same_init else range(sim.seeds)
     extra = {}
@@ -46,6 +49,21 @@ def ode_for_simulation(
     for s in seeds:
         if sim.spectrum is not None:
             extra = {"spectrum": sim.spectrum, "bins": sim.initial_bins(s)}
+        if discrete_method is not None:
+            trajs.append(
+                solve_discrete(
+                    system,
+                    init=sim.initial_overlaps(s),
+                    hyper=hyper,
+                    N=sim.N,
+                    method=discrete_method,
+                    ts=sim.t,
+                    lr_schedule=lr_schedule,
+                    divergence_bound=solve_kwargs.get("divergence_bound", 1e8),
+                    **extra,
+                )
+            )
+            continue
         trajs.append(
             solve(
                 system, init=sim.initial_overlaps(s), hyper=hyper, ts=sim.t, **solve_kwargs, **extra
@@ -80,13 +98,16 @@ def validate_committee(
     bins=None,
     lr_schedule=None,
     batch_schedule=None,
+    discrete_method: str | None = None,
 ) -> tuple[dict, list, list]:
     """The committee's :func:`hildlimits.validate` (see there); returns ``(report, sims, odes)``.
 
     The optimisers of ``hyper`` and the schedules (``lr_schedule``, ``batch_schedule``) apply to
     both the simulation and the ODE. Where the ODE reports ``lr_effective`` (momentum,
     AdaGrad-Norm) each row adds ``lr_effective_max_abs_deviation`` and
-    ``lr_effective_max_deviation_in_se`` (informative; the criterion is on the risk)."""
+    ``lr_effective_max_deviation_in_se`` (informative; the criterion is on the risk).
+    ``discrete_method`` (``[solve] time = "discrete"``): compare with the exact finite-``N``
+    expected-SGD recursion at each simulated ``N`` (least squares) instead of the ODE."""
     if hyper is None:
         raise TypeError("validate(model, ...) with a Committee needs hyper=")
     Ns = check_validation_inputs(Ns, seeds)
@@ -133,6 +154,7 @@ def validate_committee(
             same_init=random_init is None,
             lr_schedule=lr_schedule,
             batch_schedule=batch_schedule,
+            discrete_method=discrete_method,
         )
         ode_risk = np.mean([tr.risk for tr in trajs], axis=0)
         d = sim.risk_mean - ode_risk
