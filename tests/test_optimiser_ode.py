@@ -302,3 +302,28 @@ def test_lr_effective_follows_the_lr_schedule():
     np.testing.assert_allclose(
         tr.observables["lr_effective"], np.array([0.6, 0.6, 0.3, 0.1, 0.1]) / 0.5, rtol=1e-14
     )
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ("lr_schedule = { edges = [1.0], values = [0.5, -0.1] }", "training.lr_schedule"),
+        ("batch_schedule = { edges = [1.0], values = [1, 0] }", "training.batch_schedule"),
+        ("batch_size = 0", "training.batch_size must be a positive integer, got 0"),
+        ("momentum = 1.0", "training.momentum must be in [0, 1), got 1.0"),
+        ("momentum = -0.5", "training.momentum must be in [0, 1), got -0.5"),
+        ('optimizer = "adam"', "training.optimizer must be one of"),
+    ],
+)
+def test_cli_bad_optimiser_input_exits_2(tmp_path, capsys, extra, needle):
+    """Issue 17, bad input: one ``error:`` line naming the key and value, exit 2."""
+    from hildlimits._cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[model]\nK = 1\nM = 1\nactivation = "erf"\n[training]\nlr = 0.5\n'
+        f"{extra}\n[init]\nQ = [[0.5]]\nR = [[0.1]]\nT = [[1.0]]\n[solve]\nt1 = 1.0\n"
+    )
+    assert main(["solve", str(path), "--out", str(tmp_path / "o.json")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
