@@ -11,9 +11,10 @@ What is reproduced
     the N -> oo theory matches finite-N simulations, with a deviation that shrinks with N.
 
 What the script does
-    (a) theory vs simulations, risk and training loss over time, alpha in {0.5, 1, 2, 4}, N = 400,
-        16 seeds (mean +- one seed std; residual in standard errors);
-    (b) finite-size study at alpha = 2: N in {250, 500, 1000, 2000} (--quick: 250, 500, 1000),
+    (a) theory vs simulations, risk and training loss over time, alpha in {0.5, 1, 2, 4} and
+        sigma in {0.5, 0} (dotted), N = 1000, 16 seeds (mean +- one seed std; residual in
+        standard errors);
+    (b) finite-size study at alpha = 2: N in {500, 1000, 2000, 4000} (--quick: 250, 500, 1000),
         one run's RMS deviation from the theory with its log-log slope in N, and the seed mean
         against 4 standard errors + 0.5 max(theory)/N;
     (c) double descent over alpha: theory at t = 5, 50 and t -> oo (closed form), lambda = 0 and
@@ -29,7 +30,7 @@ Criteria (in the JSON, "criteria")
       minimum over the save times.
 
 Run
-    python validation/advani_saxe.py          # ~2-3 min on 2 CPU cores
+    python validation/advani_saxe.py          # ~5-10 min on 2 CPU cores
     python validation/advani_saxe.py --quick  # smaller N (~1 min)
 
 Writes validation/out/advani_saxe.json and validation/out/advani_saxe.png.
@@ -77,11 +78,11 @@ def main() -> int:
     criteria = {}
 
     # (a) theory vs simulation over time
-    N_a = 200 if ns.quick else 400
+    N_a = 200 if ns.quick else 1000
     curves = []
     ok_a = True
-    for alpha in (0.5, 1.0, 2.0, 4.0):
-        cfg = dataclasses.replace(base, samples=alpha)
+    for noise, alpha in [(sig, a) for sig in (0.5, 0.0) for a in (0.5, 1.0, 2.0, 4.0)]:
+        cfg = dataclasses.replace(base, samples=alpha, noise=noise)
         sim = fam.simulate(cfg, options={"N": N_a, "seeds": 16, "seed": 0})
         ode = fam.solve(system, cfg, ts=sim.t, extras=False)
         allowed = 4 * sim.risk_sem + 0.5 * ode.risk.max() / N_a
@@ -95,6 +96,7 @@ def main() -> int:
         curves.append(
             {
                 "samples": alpha,
+                "noise": noise,
                 "N": N_a,
                 "n": sim.n,
                 "seeds": sim.seeds,
@@ -111,7 +113,7 @@ def main() -> int:
             }
         )
         print(
-            f"(a) alpha={alpha}: max|d| = {curves[-1]['max_abs_deviation']:.2e}, "
+            f"(a) alpha={alpha}, sigma={noise}: max|d| = {curves[-1]['max_abs_deviation']:.2e}, "
             f"max |d|/se = {curves[-1]['max_deviation_in_se']:.2f}, ok={good}",
             flush=True,
         )
@@ -119,8 +121,8 @@ def main() -> int:
     criteria["(a) theory within 4 se + 0.5 max/N of simulation, all alpha, risk and train"] = ok_a
 
     # (b) finite-size study
-    Ns = [250, 500, 1000] if ns.quick else [250, 500, 1000, 2000]
-    seeds = {250: 32, 500: 16, 1000: 8, 2000: 8}
+    Ns = [250, 500, 1000] if ns.quick else [500, 1000, 2000, 4000]
+    seeds = {250: 32, 500: 16, 1000: 8, 2000: 8, 4000: 6}
     rows = []
     for N in Ns:
         t0 = time.perf_counter()
@@ -213,15 +215,18 @@ def main() -> int:
 
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
-    cols = plt.cm.viridis(np.linspace(0.1, 0.85, len(curves)))
+    cols = plt.cm.viridis(np.linspace(0.1, 0.85, 4))
+    cols = [cols[i % 4] for i in range(len(curves))]
     for c, col in zip(curves, cols, strict=True):
         t = np.where(np.asarray(c["t"]) > 0, c["t"], np.nan)
         m, s = np.asarray(c["risk_sim"]), np.asarray(c["risk_std"])
-        axes[0, 0].plot(t, m, color=col, lw=1.2, label=f"α={c['samples']:g} (N={c['N']})")
+        ls = "-" if c["noise"] > 0 else ":"
+        lab = f"α={c['samples']:g}, σ={c['noise']:g} (N={c['N']})"
+        axes[0, 0].plot(t, m, color=col, lw=1.2, ls=ls, label=lab)
         axes[0, 0].fill_between(t, m - s, m + s, color=col, alpha=0.25, lw=0)
         axes[0, 0].plot(t, c["risk_theory"], "--", color="k", lw=1.2)
         m, s = np.asarray(c["train_sim"]), np.asarray(c["train_std"])
-        axes[0, 1].plot(t, m, color=col, lw=1.2, label=f"α={c['samples']:g}")
+        axes[0, 1].plot(t, m, color=col, lw=1.2, ls=ls, label=lab)
         axes[0, 1].fill_between(t, m - s, m + s, color=col, alpha=0.25, lw=0)
         axes[0, 1].plot(t, c["train_theory"], "--", color="k", lw=1.2)
         se = np.asarray(c["risk_std"]) / np.sqrt(c["seeds"])
@@ -229,7 +234,8 @@ def main() -> int:
             t,
             (np.asarray(c["risk_sim"]) - c["risk_theory"]) / np.where(se > 0, se, np.nan),
             color=col,
-            label=f"α={c['samples']:g}",
+            ls=ls,
+            label=lab,
         )
     axes[0, 0].axvline(es["t"], color="C3", ls=":", label=f"t* (α=2) = {es['t']:.2g}")
     for ax, name in ((axes[0, 0], "risk ½E[(ŷ − f*)²]"), (axes[0, 1], "training loss")):
