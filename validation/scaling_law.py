@@ -76,6 +76,7 @@ EXPONENT_TOL = 1e-3  # floor of the exponent tolerance (docs/scaling-laws.md)
 D_MAX_EXP = 4.5  # d = 10^2 .. 10^4.5
 PER_DECADE = 6
 SIM_DS = (200, 500, 1000)
+EXACT_D_MAX_EXP = 5.5  # the exact-recursion frontier (hl.expected_sgd) reaches d = 10^5.5
 SEEDS = 64
 STEM = "scaling_law"  # output file names
 
@@ -237,6 +238,29 @@ def exact_discrete(m: dict, n_points, *, a=EXPONENT, source=SOURCE, gamma=None):
     return np.asarray(out)
 
 
+def recursion_d(model, m: dict, n):
+    """Risk to the full teacher of the *exact* expected discrete SGD at N = d, from the library's
+    log-time recursion (:func:`hildlimits.expected_sgd`), at the sample counts ``n`` (integers).
+    Above :data:`MAX_BINS` the spectrum is binned (``data.dimension``): each bin's directions
+    share the bin's mean eigenvalue, an approximation of the size of the binning error."""
+    spectrum = spectrum_from_config(m["data"])
+    init = hl.Overlaps.for_model(model, Q=[[0.0]], R=[[0.0]], T=[[m["T"]]])
+    d = m["d"]
+    r = hl.expected_sgd(
+        spectrum,
+        N=d,
+        lr=m["lr"],
+        ts=np.concatenate([[0.0], n / d]),
+        noise=m["noise"],
+        init=init,
+        method="log",
+        save_bins=False,
+    )
+    if r.status != "ok" or len(r.t) != len(n) + 1:
+        raise RuntimeError(f"d = {d}: recursion stopped: {r.status}")
+    return np.asarray(r.risk)[1:] + m["tail"] / 2
+
+
 def main() -> int:
     global ETA_INF, GAMMA, STEM
     ap = argparse.ArgumentParser()
@@ -304,6 +328,45 @@ def main() -> int:
     t_ode = time.perf_counter() - start
     print(f"ODE part {t_ode:.0f} s", flush=True)
 
+    # ------------------------------------------ exact discrete SGD (recursion), d up to 10^5.5
+    t0 = time.perf_counter()
+    e_max = d_max_exp if opts.quick else EXACT_D_MAX_EXP
+    ds_x = sorted({int(round(10**e)) for e in np.arange(2.0, e_max + 1e-9, 1 / PER_DECADE)})
+    curves_x = []
+    for d in ds_x:
+        m = mapping(d)
+        ns = n_star(d)
+        n = np.unique(np.round(np.geomspace(max(1.0, ns / 30), 6 * ns, 140)))
+        curves_x.append({"d": d, "n": n, "C": n * d, "risk": recursion_d(model, m, n)})
+    Cx, disc_x, _, r_x, d_x = frontier(ds_x, curves_x)
+    mask_x = np.isfinite(r_x) & (d_x > ds_x[1]) & (d_x < ds_x[-2])
+    delta_x = np.where(mask_x, sgd_noise_correction(np.where(mask_x, d_x, 1.0)), np.nan)
+    fit_x = fit_exponent(Cx, r_x, mask_x, delta_x)
+    slope_dx = float(np.polyfit(np.log(Cx[mask_x]), np.log(d_x[mask_x]), 1)[0])
+    ok_x = abs(fit_x["corrected"] - PUBLISHED) <= max(fit_x["uncertainty"], EXPONENT_TOL)
+    t_x = time.perf_counter() - t0
+    exact_frontier = {
+        "method": "hl.expected_sgd (exact expected discrete SGD at N = d, log-time blocks)",
+        "d_values": ds_x,
+        "fitted_exponent": fit_x["slope"],
+        "fitted_exponent_corrected": fit_x["corrected"],
+        "fitted_exponent_uncertainty": fit_x["uncertainty"],
+        "fitted_exponent_thirds": fit_x["thirds"],
+        "fitted_d_exponent": slope_dx,
+        "fit_range_C": [float(Cx[mask_x][0]), float(Cx[mask_x][-1])],
+        "fit_range_d_star": [float(d_x[mask_x][0]), float(d_x[mask_x][-1])],
+        "C": Cx.tolist(),
+        "risk_star": [None if not np.isfinite(x) else float(x) for x in r_x],
+        "passed": bool(ok_x),
+        "seconds": t_x,
+    }
+    print(
+        f"exact discrete SGD frontier (d <= {ds_x[-1]}): exponent {fit_x['slope']:.4f}, "
+        f"corrected {fit_x['corrected']:.4f} ± {fit_x['uncertainty']:.4f}, d* exponent "
+        f"{slope_dx:.4f} ({'ok' if ok_x else 'FAIL'}; {t_x:.0f} s)",
+        flush=True,
+    )
+
     # ---------------------------------------------------------------- simulations
     sims = []
     seeds = 24 if opts.quick else SEEDS
@@ -331,6 +394,9 @@ def main() -> int:
         ode, _ = solve_d(system, model, m, sim.t)
         ode_d = ode - m["tail"] / 2
         exact = exact_discrete(m, steps)
+        # the library's log-time recursion against this independent step-by-step NumPy one
+        lib = recursion_d(model, m, steps[1:].astype(np.float64)) - m["tail"] / 2
+        lib_vs_numpy = float(np.max(np.abs(lib - exact[1:]) / exact[1:]))
         mean = sim.risk.mean(0)
         sem = sim.risk.std(0, ddof=1) / math.sqrt(seeds)
         live = sem > 0  # (t = 0: every seed starts at the same risk)
@@ -366,6 +432,7 @@ def main() -> int:
                     (np.abs(ode_d - exact) / (exact + m["tail"] / 2))[1:].max()
                 ),
                 "relative_se_median": float(np.median(sem[live] / mean[live])),
+                "expected_sgd_vs_numpy_recursion_max_rel": lib_vs_numpy,
                 "passed": ok,
                 "seconds": t_sim,
             }
@@ -378,7 +445,7 @@ def main() -> int:
             flush=True,
         )
 
-    passed = bool(ok_exp and ok_sim)
+    passed = bool(ok_exp and ok_sim and ok_x)
     elapsed = time.perf_counter() - start
     report = {
         "setting": {
@@ -434,6 +501,7 @@ def main() -> int:
         "exponent_tolerance": tol,
         "exponent_passed": bool(ok_exp),
         "fitted_d_exponent": slope_d,
+        "exact_recursion_frontier": exact_frontier,
         "simulations": sims,
         "simulation_z_tol": Z_TOL,
         "simulation_passed": bool(ok_sim),
@@ -443,12 +511,12 @@ def main() -> int:
     }
     OUT.mkdir(exist_ok=True)
     (OUT / f"{STEM}.json").write_text(json.dumps(report, indent=1))
-    plot(report, curves, C, r_star, d_star, fit_mask)
+    plot(report, curves, C, r_star, d_star, fit_mask, exact=(Cx, r_x))
     print(f"wrote {OUT / STEM}.json and .png in {elapsed:.0f} s; {'PASS' if passed else 'FAIL'}")
     return 0 if passed else 1
 
 
-def plot(report, curves, C, r_star, d_star, fit_mask):
+def plot(report, curves, C, r_star, d_star, fit_mask, exact=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -462,6 +530,17 @@ def plot(report, curves, C, r_star, d_star, fit_mask):
     for c, col in zip(curves, colors, strict=True):
         ax.plot(c["C"], c["risk"], color=col, lw=0.9, label=f"d={c['d']}")
     ax.plot(C, r_star, color="k", lw=2.4, alpha=0.45, label="frontier (envelope over d)")
+    if exact is not None:
+        ex = report["exact_recursion_frontier"]
+        ax.plot(
+            exact[0],
+            exact[1],
+            color="C1",
+            lw=1.2,
+            ls="-.",
+            label=f"exact discrete SGD frontier, d <= {ex['d_values'][-1]} "
+            f"(C^-{ex['fitted_exponent']:.4f})",
+        )
     Cf, rf = C[fit_mask], r_star[fit_mask]
     c0, r0 = Cf[len(Cf) // 2], rf[len(Cf) // 2]
     ax.plot(Cf, 2 * r0 * (Cf / c0) ** -slope, "r--", lw=1.4, label=f"fit C^-{slope:.4f} (x2)")
