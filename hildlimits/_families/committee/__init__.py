@@ -7,7 +7,7 @@ Config schema (every key is a public contract; unknown keys are errors)::
                 train_second_layer, noise, weight_decay, quadrature_nodes, line_nodes, mixture_nodes,
                 loss, label, huber_delta, joint_nodes
     [training]  lr, lr_second_layer, batch_size, momentum, optimizer ("sgd", "adagrad_norm"),
-                adagrad_b0, gradient_flow, lr_schedule, batch_schedule
+                adagrad_b0, gradient_flow, lr_schedule, batch_schedule, momentum_schedule
                 -- schedules as {edges = [...], values = [...]} (docs/optimisers.md)
     [init]      Q, R, T, v, v_teacher            -- explicit initial order parameters, or
     [init.random] N, seed, student_std, teacher_std
@@ -64,6 +64,7 @@ SCHEMA = {
         "gradient_flow",
         "lr_schedule",
         "batch_schedule",
+        "momentum_schedule",
     },
     "init": {"Q", "R", "T", "v", "v_teacher", "random", "Q_bins", "R_bins", "T_bins"},
     "init.random": {"N", "seed", "student_std", "teacher_std"},
@@ -168,6 +169,7 @@ class Config:
     # [training] lr_schedule, batch_schedule (hildlimits.Schedule or None)
     lr_schedule: object = None
     batch_schedule: object = None
+    momentum_schedule: object = None
     # [solve] time = "discrete": DiscreteOptions (None: the continuous-time ODE)
     discrete: object = None
 
@@ -233,7 +235,7 @@ def _training_resolved(cfg) -> dict:
     if h.gradient_flow:
         out["gradient_flow"] = True
         out["time_unit"] = "tau = lr * steps / N"
-    for name in ("lr_schedule", "batch_schedule"):
+    for name in ("lr_schedule", "batch_schedule", "momentum_schedule"):
         sched = getattr(cfg, name)
         if sched is not None:
             out[name] = {"edges": sched.edges.tolist(), "values": sched.values.tolist()}
@@ -375,6 +377,8 @@ def _check_discrete(model: Committee, hyper: Hyperparams, tr: dict, init: Overla
             raise ConfigError(f"{need} {key} = {want!r}, got {got!r}")
     if "batch_schedule" in tr:
         raise ConfigError(f"{need} a constant batch size: training.batch_schedule is not covered")
+    if "momentum_schedule" in tr:
+        raise ConfigError(f"{need} a constant momentum: training.momentum_schedule is not covered")
     for key, val in (("init.v", init.v), ("init.v_teacher", init.v_teacher)):
         if not np.allclose(val, 1.0, rtol=0, atol=1e-15):
             raise ConfigError(f"{need} {key} = [1.0], got {np.asarray(val).tolist()!r}")
@@ -412,7 +416,10 @@ def _continuous_only(cfg) -> None:
 
 def _has_schedule(cfg) -> bool:
     """The config gives a learning-rate or batch-size schedule ([training])."""
-    return cfg is not None and (cfg.lr_schedule is not None or cfg.batch_schedule is not None)
+    return cfg is not None and any(
+        getattr(cfg, name, None) is not None
+        for name in ("lr_schedule", "batch_schedule", "momentum_schedule")
+    )
 
 
 class CommitteeFamily(Family):
@@ -496,7 +503,22 @@ class CommitteeFamily(Family):
         )
         lr_schedule = _schedule(tr, "lr_schedule")
         batch_schedule = _schedule(tr, "batch_schedule", minimum=1.0)
-        for name, sched in (("lr_schedule", lr_schedule), ("batch_schedule", batch_schedule)):
+        momentum_schedule = _schedule(tr, "momentum_schedule")
+        if momentum_schedule is not None:
+            if "momentum" in tr:
+                raise ConfigError(
+                    "give training.momentum (constant) or training.momentum_schedule, not both"
+                )
+            beta = momentum_schedule.values
+            if np.any(beta >= 1):
+                raise ConfigError(
+                    f"training.momentum_schedule values must be in [0, 1), got {beta.tolist()}"
+                )
+        for name, sched in (
+            ("lr_schedule", lr_schedule),
+            ("batch_schedule", batch_schedule),
+            ("momentum_schedule", momentum_schedule),
+        ):
             if hyper.gradient_flow and sched is not None:
                 raise ConfigError(
                     f"training.{name} cannot be combined with training.gradient_flow (gradient "
@@ -556,6 +578,7 @@ class CommitteeFamily(Family):
             bins=bins,
             lr_schedule=lr_schedule,
             batch_schedule=batch_schedule,
+            momentum_schedule=momentum_schedule,
             discrete=discrete,
         )
 
@@ -622,6 +645,7 @@ class CommitteeFamily(Family):
             ts=ts,
             lr_schedule=schedule if schedule is not None else cfg.lr_schedule,
             batch_schedule=cfg.batch_schedule,
+            momentum_schedule=cfg.momentum_schedule,
             spectrum=cfg.data,
             bins=cfg.bins,
             **kw,
@@ -660,7 +684,11 @@ class CommitteeFamily(Family):
         )
         if _has_schedule(cfg):
             args = with_batch_schedule(
-                args, cfg.lr_schedule, cfg.batch_schedule, float(args["eta"])
+                args,
+                cfg.lr_schedule,
+                cfg.batch_schedule,
+                float(args["eta"]),
+                cfg.momentum_schedule,
             )
         return y0, args
 
@@ -783,6 +811,8 @@ class CommitteeFamily(Family):
             kw["random_init"] = cfg.random_init
         if cfg.batch_schedule is not None:
             kw["batch_schedule"] = cfg.batch_schedule
+        if cfg.momentum_schedule is not None:
+            kw["momentum_schedule"] = cfg.momentum_schedule
         return kw
 
     def simulate(self, cfg, *, options: dict, schedule=None, checkpoint=None, **over):

@@ -23,7 +23,9 @@ they wrap the generated vector field instead of re-deriving it:
   ``Sigma = I``); the state ``b2 = b^2`` joins the ODE and the learning rates are ``eta / b``.
   The second layer's gradient is ``O(1/N)`` per step and does not enter ``b`` to leading order.
 * a batch-size schedule ``B(t)``: ``args["_sched_batch"]`` on the edges of the learning-rate
-  schedule (``args["_sched_edges"]``).
+  schedule (``args["_sched_edges"]``); a momentum schedule ``beta(t)``:
+  ``args["_sched_momentum"]`` on the same edges (the limit above holds pointwise while ``beta``
+  changes on the ``t`` scale).
 * sample time: with ``args["_per_sample"]`` present the independent variable is the number of
   samples seen over ``N``, ``s = int B dt``, so ``dy/ds = (dy/dt) / B`` and the schedules are
   indexed by ``s`` (the joint learning-rate and batch-size optimisation under a sample budget,
@@ -47,7 +49,10 @@ def _core(y: dict) -> dict:
 def effective_args(t, y, args) -> dict:
     """``args`` with the learning rates the drift sees (momentum, AdaGrad-Norm) and the batch
     size at ``t`` (a batch schedule)."""
-    scale = 1.0 / (1.0 - args["momentum"])
+    beta = args["momentum"]
+    if "_sched_momentum" in args:
+        beta = args["_sched_momentum"][jnp.searchsorted(args["_sched_edges"], t, side="right")]
+    scale = 1.0 / (1.0 - beta)
     if STATE in y:
         scale = scale / jnp.sqrt(y[STATE])
     out = {**args, "eta": args["eta"] * scale, "eta_v": args["eta_v"] * scale}

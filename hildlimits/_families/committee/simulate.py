@@ -451,14 +451,20 @@ def _make_opt_kernel(
                     new["b2"] = st["b2"] + jnp.sum(G * G) / (N * N)
                 step_W = (eta * p["kappa"] / N) * W + (eta / sqrtN) * G
                 if momentum:
-                    new["uW"] = p["beta"] * st["uW"] - step_W
+                    if "beta_edges" in p:  # a momentum schedule beta(t), t = s / N
+                        beta = p["beta_values"][
+                            jnp.searchsorted(p["beta_edges"], s / N, side="right")
+                        ]
+                    else:
+                        beta = p["beta"]
+                    new["uW"] = beta * st["uW"] - step_W
                     new["W"] = W + new["uW"]
                 else:
                     new["W"] = W - step_W
                 if trained:
                     step_v = (eta_v / N) * (d @ gl) / batch
                     if momentum:
-                        new["uv"] = p["beta"] * st["uv"] - step_v
+                        new["uv"] = beta * st["uv"] - step_v
                         new["v"] = v + new["uv"]
                     else:
                         new["v"] = v - step_v
@@ -634,6 +640,7 @@ def simulate(
     bins=None,
     batch_schedule=None,
     seed_chunk: int | None = None,
+    momentum_schedule=None,
 ) -> Simulation:
     r"""Train ``seeds`` finite networks of input dimension ``N`` with online SGD (or the
     optimiser of ``hyper``).
@@ -688,6 +695,8 @@ def simulate(
             smaller ones (then every seed's ODE starts from its own measured overlaps).
         batch_schedule: a :class:`~hildlimits.Schedule` of the batch size ``B(t)`` (whole
             numbers; ``hyper.batch_size`` is then ignored), evaluated at ``t = step / N``.
+        momentum_schedule: a :class:`~hildlimits.Schedule` of the heavy-ball ``beta(t)`` (values
+            in ``[0, 1)``; ``hyper.momentum`` is then ignored), evaluated at ``t = step / N``.
         seed_chunk: seeds simulated at once (default: as many as fit in the memory budget of
             :mod:`hildlimits._pipeline.limits`, so a request too large for memory runs in
             chunks). Every seed draws its weights and inputs from its own keys, so the result
@@ -743,9 +752,19 @@ def simulate(
                 "training.lr must be positive with training.gradient_flow (the step of the "
                 f"gradient descent that simulates it), got {hyper.lr!r}"
             )
-    plain = hyper.plain and batch_schedule is None
+    if momentum_schedule is not None:
+        beta = np.asarray(momentum_schedule.values, np.float64)
+        if np.any((beta < 0) | (beta >= 1)):
+            raise ConfigError(
+                f"training.momentum_schedule values must be in [0, 1), got {beta.tolist()}"
+            )
+        if gflow:
+            raise ConfigError(
+                "training.momentum_schedule cannot be combined with training.gradient_flow"
+            )
+    plain = hyper.plain and batch_schedule is None and momentum_schedule is None
     edge_steps, batches = _batch_plan(hyper, batch_schedule, N)
-    momentum = hyper.momentum > 0
+    momentum = hyper.momentum > 0 or momentum_schedule is not None
     adagrad = hyper.optimizer == "adagrad_norm"
     counts = bin_ids = None
     if spectral:
@@ -866,7 +885,10 @@ def simulate(
             jbins = jnp.asarray(bin_ids)
         else:
             s_np = p_np = np.ones(1)
-        if momentum:
+        if momentum_schedule is not None:
+            params["beta_edges"] = jnp.asarray(momentum_schedule.edges, jdt)
+            params["beta_values"] = jnp.asarray(momentum_schedule.values, jdt)
+        elif momentum:
             params["beta"] = jnp.asarray(hyper.momentum, jdt)
         if gflow:
             gf_params = {k: params[k] for k in ("eta", "eta_v", "sigma", "kappa", "v_teacher")} | {
@@ -1108,7 +1130,13 @@ def simulate(
                         if lr_schedule is not None:
                             idx = np.searchsorted(lr_schedule.edges, current / N, side="right")
                             eta_now = float(lr_schedule.values[idx])
-                        lr_eff = np.full(n, eta_now / (1.0 - hyper.momentum))
+                        beta_now = hyper.momentum
+                        if momentum_schedule is not None:
+                            idx = np.searchsorted(
+                                momentum_schedule.edges, current / N, side="right"
+                            )
+                            beta_now = float(momentum_schedule.values[idx])
+                        lr_eff = np.full(n, eta_now / (1.0 - beta_now))
                         if adagrad:
                             lr_eff = lr_eff / np.sqrt(np.asarray(state["b2"], np.float64))
                         rec["observables"].setdefault("lr_effective", []).append(lr_eff)

@@ -157,6 +157,7 @@ def solve(
     spectrum=None,
     bins=None,
     batch_schedule=None,
+    momentum_schedule=None,
 ) -> Trajectory:
     r"""Integrate the order-parameter ODEs of ``system`` from ``init`` to ``t1`` in float64.
 
@@ -191,6 +192,9 @@ def solve(
             >= 1; needs a system derived with ``minibatch=True``); ``hyper.batch_size`` is then
             ignored. Optimisers (batch, momentum, AdaGrad-Norm, gradient flow) come from
             ``hyper`` (docs/optimisers.md).
+        momentum_schedule: a :class:`~hildlimits.Schedule` of the heavy-ball ``beta(t)`` (values
+            in ``[0, 1)``; ``hyper.momentum`` is then ignored): the drift is SGD's at
+            ``eta(t) / (1 - beta(t))`` pointwise (docs/optimisers.md).
 
     Returns:
         :class:`Trajectory` (rows after an early stop are dropped; the stopping state is the
@@ -236,7 +240,7 @@ def solve(
             solver,
             max_steps,
             steady_state is not None,
-            schedule=lr_schedule is not None or batch_schedule is not None,
+            schedule=any(x is not None for x in (lr_schedule, batch_schedule, momentum_schedule)),
         )
         y0, args = problem(
             system,
@@ -254,7 +258,9 @@ def solve(
                 "a batch schedule needs a system derived with minibatch=True "
                 "(a config with training.batch_schedule derives it)"
             )
-        args = with_batch_schedule(args, lr_schedule, batch_schedule, float(args["eta"]))
+        args = with_batch_schedule(
+            args, lr_schedule, batch_schedule, float(args["eta"]), momentum_schedule
+        )
         out = _runner.run_once(run, y0, args, ts, rtol=rtol, atol=atol)
         return _trajectory(
             system, init, hyper, out, float(ts[-1]), max_steps, args=args, spectrum=spectrum
@@ -376,23 +382,30 @@ def _check_optimiser(system, hyper: Hyperparams) -> None:
         )
 
 
-def with_batch_schedule(args: dict, lr_schedule, batch_schedule, lr: float) -> dict:
-    """``args`` with the piecewise-constant learning rate and batch size on the union of the two
-    schedules' edges (either may be ``None``; the learning rate is then ``lr``)."""
+def with_batch_schedule(
+    args: dict, lr_schedule, batch_schedule, lr: float, momentum_schedule=None
+) -> dict:
+    """``args`` with the piecewise-constant learning rate, batch size and momentum on the union
+    of the schedules' edges (any may be ``None``; the learning rate is then ``lr``)."""
     from hildlimits._errors import ConfigError
 
-    if batch_schedule is None:
+    if batch_schedule is None and momentum_schedule is None:
         if lr_schedule is not None:
             args["_sched_edges"] = np.asarray(lr_schedule.edges, np.float64)
             args["_sched_values"] = np.asarray(lr_schedule.values, np.float64)
         return args
-    if np.any(np.asarray(batch_schedule.values) < 1):
+    if batch_schedule is not None and np.any(np.asarray(batch_schedule.values) < 1):
         raise ConfigError(
             f"batch schedule values must be >= 1, got {np.asarray(batch_schedule.values).tolist()}"
         )
-    edges = np.asarray(batch_schedule.edges, np.float64)
-    if lr_schedule is not None:
-        edges = np.union1d(edges, np.asarray(lr_schedule.edges, np.float64))
+    if momentum_schedule is not None:
+        beta = np.asarray(momentum_schedule.values, np.float64)
+        if np.any((beta < 0) | (beta >= 1)):
+            raise ConfigError(f"momentum schedule values must be in [0, 1), got {beta.tolist()}")
+    edges = np.zeros(0, np.float64)
+    for sched in (lr_schedule, batch_schedule, momentum_schedule):
+        if sched is not None:
+            edges = np.union1d(edges, np.asarray(sched.edges, np.float64))
 
     def at(sched, default):
         if sched is None:
@@ -404,7 +417,10 @@ def with_batch_schedule(args: dict, lr_schedule, batch_schedule, lr: float) -> d
 
     args["_sched_edges"] = edges
     args["_sched_values"] = at(lr_schedule, lr)
-    args["_sched_batch"] = at(batch_schedule, 1.0)
+    if batch_schedule is not None:
+        args["_sched_batch"] = at(batch_schedule, 1.0)
+    if momentum_schedule is not None:
+        args["_sched_momentum"] = at(momentum_schedule, 0.0)
     return args
 
 
@@ -448,14 +464,17 @@ def _trajectory(system, init, hyper, out, t1, max_steps, *, args=None, spectrum=
 
     b2 = kept.pop(STATE, None)
     extra = _extra_observables(system, kept, args) if args is not None else {}
-    if args is not None and hyper.momentum + (b2 is not None) > 0:
-        # the learning rate the drift sees: eta(t) / ((1 - beta) b)
+    if args is not None and (hyper.momentum + (b2 is not None) > 0 or "_sched_momentum" in args):
+        # the learning rate the drift sees: eta(t) / ((1 - beta(t)) b)
         eta = np.full(n, hyper.lr)
+        beta = np.full(n, hyper.momentum)
         edges = np.asarray(args.get("_sched_edges", ()), np.float64)
-        if edges.size:  # a learning-rate schedule: its value at each saved time
-            values = np.asarray(args["_sched_values"], np.float64)
-            eta = values[np.searchsorted(edges, ts[rows], side="right")]
-        eta = eta / (1.0 - hyper.momentum)
+        if edges.size:  # schedules: their values at each saved time
+            k = np.searchsorted(edges, ts[rows], side="right")
+            eta = np.asarray(args["_sched_values"], np.float64)[k]
+            if "_sched_momentum" in args:
+                beta = np.asarray(args["_sched_momentum"], np.float64)[k]
+        eta = eta / (1.0 - beta)
         extra["lr_effective"] = eta / np.sqrt(b2) if b2 is not None else eta
     Q, R, T = kept["Q"], kept["R"], init.T
     binned = {}

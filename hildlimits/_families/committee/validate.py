@@ -33,6 +33,7 @@ def ode_for_simulation(
     lr_schedule=None,
     batch_schedule=None,
     discrete_method: str | None = None,
+    momentum_schedule=None,
 ):
     """ODE risk and overlaps at the simulation's times (per-seed ODEs averaged if not
     ``same_init``), with the simulation's learning-rate and batch-size schedules. With
@@ -45,6 +46,8 @@ def ode_for_simulation(
         solve_kwargs = {**solve_kwargs, "lr_schedule": lr_schedule}
     if batch_schedule is not None:
         solve_kwargs = {**solve_kwargs, "batch_schedule": batch_schedule}
+    if momentum_schedule is not None:
+        solve_kwargs = {**solve_kwargs, "momentum_schedule": momentum_schedule}
     trajs = []
     for s in seeds:
         if sim.spectrum is not None:
@@ -99,6 +102,7 @@ def validate_committee(
     lr_schedule=None,
     batch_schedule=None,
     discrete_method: str | None = None,
+    momentum_schedule=None,
 ) -> tuple[dict, list, list]:
     """The committee's :func:`hildlimits.validate` (see there); returns ``(report, sims, odes)``.
 
@@ -141,6 +145,7 @@ def validate_committee(
             bins=bins,
             lr_schedule=lr_schedule,
             batch_schedule=batch_schedule,
+            momentum_schedule=momentum_schedule,
         )
         if sim.status != "ok":
             if RunStatus.parse(sim.status).kind is Status.INTERRUPTED and per_N:
@@ -155,6 +160,7 @@ def validate_committee(
             lr_schedule=lr_schedule,
             batch_schedule=batch_schedule,
             discrete_method=discrete_method,
+            momentum_schedule=momentum_schedule,
         )
         ode_risk = np.mean([tr.risk for tr in trajs], axis=0)
         d = sim.risk_mean - ode_risk
