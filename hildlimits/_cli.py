@@ -839,14 +839,28 @@ def entry() -> int:
         pressed.append(time.monotonic())
         raise KeyboardInterrupt
 
+    settled: list[bool] = []
+
+    def late_sigint(signum, frame):
+        pressed.append(time.monotonic())
+        if settled:
+            _hard_exit(130)
+
     # remember every Ctrl-C: Python swallows a KeyboardInterrupt raised inside a garbage
     # collector callback (JAX has one), and the run would then go on and exit 0
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    installed = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if installed:
         signal.signal(signal.SIGINT, on_sigint)
     try:
-        expose_cpu_cores()
-        enable_compilation_caches()
-        code = main()
+        try:
+            expose_cpu_cores()
+            enable_compilation_caches()
+            code = main()
+        finally:
+            # the work is over: a later Ctrl-C is never raised where nothing would catch it;
+            # it is recorded, and once the exit code is settled it ends the process with 130
+            if installed:
+                signal.signal(signal.SIGINT, late_sigint)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
@@ -855,6 +869,9 @@ def entry() -> int:
         code = 130
     if code == 130:
         _hard_exit(code)
+    settled.append(True)
+    if pressed:  # pressed after the check above
+        _hard_exit(130)
     return code
 
 

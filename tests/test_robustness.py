@@ -376,12 +376,16 @@ def test_ctrl_c_during_a_solve_exits_130(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [11.0, 13.0, 15.0])
 def test_ctrl_c_during_compilation_never_segfaults(tmp_path, delay):
-    """Interrupted while XLA compiles (about 10-20 s into a cold relu/tanh solve): exit 130, not
-    -11 (a segmentation fault after "interrupted" in 9 of 12 tries before the fix)."""
+    """Interrupted while XLA compiles (about 10-20 s into a cold relu/tanh solve, less on an idle
+    machine): exit 130, never -11 (a segmentation fault after "interrupted" in 9 of 12 tries
+    before the fix). A Ctrl-C that lands after the work has finished is recorded and also exits
+    130; if it lands in the last instants of the interpreter's exit the process may end by the
+    signal itself (-2), which a shell reports as 130 as well."""
     rc, err = _sigint_after(
         ["solve", str(ROOT / "examples" / "relu_tanh_k2.toml"), "--out", "o.json"], delay, tmp_path
     )
-    assert rc == 130, err
+    assert rc in (130, -2), err
+    assert "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- item 7: locks
