@@ -227,6 +227,22 @@ def block_size(N: int) -> int:
     return int(max(1, min(256, (1 << 22) // (N + 1))))
 
 
+def _step_functions(model: Committee):
+    """The student activation and its derivative, the teacher activation,
+    ``error(yhat, y)``: ``dl/dyhat`` at the label of the noisy teacher output ``y``
+    (``yhat - y`` for the square loss with identity labels), and ``label`` (``None``: identity)
+    -- shared by the SGD kernels."""
+    g = get_activation(model.activation).jax_function(0)
+    dg = get_activation(model.activation).jax_function(1)
+    gs = get_activation(model.teacher_activation).jax_function(0)
+    if model.loss == "square" and model.label == "y":
+        return g, dg, gs, (lambda yhat, y: yhat - y), None
+    from hildlimits._families.committee.loss import jax_functions
+
+    f_label, _, f_dloss = jax_functions(model.loss, model.label, model.huber_delta)
+    return g, dg, gs, (lambda yhat, y: f_dloss(yhat, f_label(y))), f_label
+
+
 def _risk_kernel(system):
     """The derived observables (``risk`` first) of measured overlaps (per bin, with a
     spectrum), vmapped over seeds (cached on the system): ``f(Q, R, T, v, vt, sigma, s, p)``."""
@@ -270,21 +286,8 @@ def _make_kernels(
     spectral: bool = False,
     bins: int = 1,
 ):
-    g = get_activation(model.activation).jax_function(0)
-    dg = get_activation(model.activation).jax_function(1)
-    gs = get_activation(model.teacher_activation).jax_function(0)
+    g, dg, gs, error, f_label = _step_functions(model)
     sqrtN = math.sqrt(N)
-    default_loss = model.loss == "square" and model.label == "y"
-    if not default_loss:
-        from hildlimits._families.committee.loss import jax_functions
-
-        f_label, _, f_dloss = jax_functions(model.loss, model.label, model.huber_delta)
-
-    def error(yhat, y):
-        """dl/dyhat at the label of the noisy teacher output ``y`` (``yhat - y``: square loss)."""
-        if default_loss:
-            return yhat - y
-        return f_dloss(yhat, f_label(y))
 
     B = block_size(N)
     width = -(-(N + 1) // 128) * 128  # padded row: odd widths make the generator ~2x slower
@@ -360,7 +363,7 @@ def _make_kernels(
                 x = x * p["sqrt_s"]
             lam, nu = W @ x / sqrtN, Ws @ x / sqrtN
             target = vs @ gs(nu)
-            if not default_loss:  # the noiseless teacher output through the label map
+            if f_label is not None:  # the noiseless teacher output through the label map
                 target = f_label(target)
             return carry + 0.5 * (v @ g(lam) - target) ** 2, None
 
@@ -397,20 +400,8 @@ def _make_opt_kernel(
     """``advance(state, Ws, keys, start, stop, p)`` of mini-batch SGD with ``batch`` samples
     per step (static), heavy-ball momentum and AdaGrad-Norm (module docstring); ``state`` holds
     ``W``, ``v``, the velocities ``uW``, ``uv`` (momentum), ``b2`` (AdaGrad-Norm) and ``div``."""
-    g = get_activation(model.activation).jax_function(0)
-    dg = get_activation(model.activation).jax_function(1)
-    gs = get_activation(model.teacher_activation).jax_function(0)
+    g, dg, gs, error, f_label = _step_functions(model)
     sqrtN = math.sqrt(N)
-    default_loss = model.loss == "square" and model.label == "y"
-    if not default_loss:
-        from hildlimits._families.committee.loss import jax_functions
-
-        f_label, _, f_dloss = jax_functions(model.loss, model.label, model.huber_delta)
-
-    def error(yhat, y):
-        if default_loss:
-            return yhat - y
-        return f_dloss(yhat, f_label(y))
 
     S = _steps_per_block(N, batch)
     width = -(-(N + 1) // 128) * 128

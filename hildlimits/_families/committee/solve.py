@@ -447,17 +447,19 @@ def _extra_observables(system, ys: dict, args: dict) -> dict:
     return {n: np.asarray(v, np.float64) for n, v in zip(names, vals, strict=True)}
 
 
+def _readonly(a) -> np.ndarray:
+    """A float64 copy of ``a`` that cannot be written to (the arrays of a :class:`Trajectory`)."""
+    a = np.array(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
 def _trajectory(system, init, hyper, out, t1, max_steps, *, args=None, spectrum=None) -> Trajectory:
     status = _runner.check_stop(out, t1, max_steps)
     rows = _runner.kept_rows(out, status)
     ts, ys = np.asarray(out["ts"]), out["ys"]
     n = len(rows)
     v = ys["v"][rows] if "v" in ys else np.broadcast_to(init.v, (n, init.K))
-
-    def ro(a):
-        a = np.array(a, dtype=np.float64)
-        a.setflags(write=False)
-        return a
 
     kept = {k: np.asarray(a)[rows] for k, a in ys.items()}
     from hildlimits._families.committee.optim import STATE
@@ -484,21 +486,26 @@ def _trajectory(system, init, hyper, out, t1, max_steps, *, args=None, spectrum=
         Q = np.einsum("b,nbij->nij", s, Qb)
         R = np.einsum("b,nbij->nij", s, Rb)
         T = np.einsum("b,bij->ij", s, Tb)
-        binned = {"Q_bins": ro(Qb), "R_bins": ro(Rb), "T_bins": ro(Tb), "spectrum": spectrum}
+        binned = {
+            "Q_bins": _readonly(Qb),
+            "R_bins": _readonly(Rb),
+            "T_bins": _readonly(Tb),
+            "spectrum": spectrum,
+        }
     return Trajectory(
-        t=ro(ts[rows]),
-        Q=ro(Q),
-        R=ro(R),
-        v=ro(v),
-        T=ro(T),
+        t=_readonly(ts[rows]),
+        Q=_readonly(Q),
+        R=_readonly(R),
+        v=_readonly(v),
+        T=_readonly(T),
         v_teacher=init.v_teacher,
-        risk=ro(out["risk"][rows]),
+        risk=_readonly(out["risk"][rows]),
         status=status,
         t_stop=float(ts[-1]),
         num_steps=int(out["num_steps"]),
         hyper=hyper,
         system=system,
-        observables={k: ro(a) for k, a in extra.items()},
+        observables={k: _readonly(a) for k, a in extra.items()},
         **binned,
     )
 
@@ -554,28 +561,23 @@ def solve_discrete(
     )
     n = len(r.t)
 
-    def ro(a):
-        a = np.array(a, dtype=np.float64)
-        a.setflags(write=False)
-        return a
-
     binned = {}
     if spectrum is not None:
         binned = {
-            "Q_bins": ro(r.Q_bins[:, :, None, None]),
-            "R_bins": ro(r.R_bins[:, :, None, None]),
-            "T_bins": ro(r.T_bins[:, None, None]),
+            "Q_bins": _readonly(r.Q_bins[:, :, None, None]),
+            "R_bins": _readonly(r.R_bins[:, :, None, None]),
+            "T_bins": _readonly(r.T_bins[:, None, None]),
             "spectrum": spectrum,
         }
     extra = {}
     if hyper.momentum:
-        extra["lr_effective"] = ro(np.full(n, hyper.lr / (1.0 - hyper.momentum)))
+        extra["lr_effective"] = _readonly(np.full(n, hyper.lr / (1.0 - hyper.momentum)))
     return Trajectory(
         t=r.t,
-        Q=ro(r.Q.reshape(n, 1, 1)),
-        R=ro(r.R.reshape(n, 1, 1)),
-        v=ro(np.broadcast_to(init.v, (n, 1))),
-        T=ro(np.full((1, 1), r.T)),
+        Q=_readonly(r.Q.reshape(n, 1, 1)),
+        R=_readonly(r.R.reshape(n, 1, 1)),
+        v=_readonly(np.broadcast_to(init.v, (n, 1))),
+        T=_readonly(np.full((1, 1), r.T)),
         v_teacher=init.v_teacher,
         risk=r.risk,
         status=r.status,
