@@ -571,7 +571,12 @@ def solve_discrete(
         }
     extra = {}
     if hyper.momentum:
-        extra["lr_effective"] = _readonly(np.full(n, hyper.lr / (1.0 - hyper.momentum)))
+        eta = np.full(n, hyper.lr)
+        if lr_schedule is not None:  # its value at each saved time, as the ODE reports it
+            eta = np.asarray(lr_schedule.values, np.float64)[
+                np.searchsorted(lr_schedule.edges, np.asarray(r.t), side="right")
+            ]
+        extra["lr_effective"] = _readonly(eta / (1.0 - hyper.momentum))
     return Trajectory(
         t=r.t,
         Q=_readonly(r.Q.reshape(n, 1, 1)),
